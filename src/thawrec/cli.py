@@ -1,0 +1,254 @@
+"""The `thawrec` command line: parse, load config, call library functions. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thawrec.errors import ThawrecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cold-start recommendation: train, benchmark, serve.")
+data_app = typer.Typer(no_args_is_help=True, help="Import, fetch or synthesize datasets.")
+app.add_typer(data_app, name="data")
+console = Console()
+SUITES = ("base",)
+
+
+def _setup(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(2)
+
+
+def _command() -> str:
+    return "thawrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _seeds(n: int) -> list[int]:
+    if n < 1:
+        _fail(ThawrecError("--seeds must be >= 1"))
+    return list(range(n))
+
+
+def _print_rows(payload: dict, groups=("all", "new", "regular"), metrics=("auc", "gauc")) -> None:
+    t = Table(title=f"{payload['suite']} on {payload['dataset']} (mean ± std over {len(payload['seeds'])} seeds)")
+    t.add_column("model")
+    for g in groups:
+        for m in metrics:
+            t.add_column(f"{g} {m.upper()}", justify="right")
+    models = list(dict.fromkeys(r["model"] for r in payload["rows"]))
+    idx = {(r["model"], r["group"], r["metric"]): r for r in payload["rows"]}
+    for model in models:
+        cells = []
+        for g in groups:
+            for m in metrics:
+                r = idx.get((model, g, m))
+                cells.append("n/a" if r is None or r["mean"] != r["mean"] else f"{r['mean']:.4f} ± {r['std']:.4f}")
+        t.add_row(model, *cells)
+    console.print(t)
+
+
+# ----------------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    data: Optional[Path] = typer.Option(None, help="A dataset folder (canonical or RecBole); default: the synthetic world."),
+    out: Path = typer.Option(Path("runs/demo"), help="Where the report goes."),
+    seeds: int = typer.Option(3, help="Number of seeds."),
+    epochs: int = typer.Option(5, help="Training epochs (early stopping may end sooner)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Build the default world, train the rankers, evaluate new vs regular users, write a report."""
+    _setup(verbose)
+    from thawrec.suites import base
+
+    t0 = time.perf_counter()
+    console.print(f"[bold]thawrec demo[/]: {'synthetic world' if data is None else data} -> {out}")
+    try:
+        payload = base.run(data, out, _seeds(seeds), train={"epochs": epochs, "device": device},
+                           command=_command())
+    except ThawrecError as e:
+        _fail(e)
+    _print_rows(payload)
+    console.print(f"report: {out / 'report.md'}  ({time.perf_counter() - t0:.0f} s)")
+
+
+@app.command()
+def bench(
+    suite: str = typer.Argument(..., help=f"Suite name: {', '.join(SUITES)}."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder; default: the synthetic world."),
+    seeds: int = typer.Option(3, help="Number of seeds (>= 3 for the report's t-tests)."),
+    out: Path = typer.Option(Path("runs/bench"), help="Output folder for results.json and report.md."),
+    epochs: int = typer.Option(5),
+    batch_size: int = typer.Option(1024),
+    device: str = typer.Option("auto"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run a paper's protocol end to end and write results.json, report.md and plots."""
+    _setup(verbose)
+    if suite not in SUITES:
+        _fail(ThawrecError(f"unknown suite '{suite}'. Fix: choose one of {', '.join(SUITES)}"))
+    from thawrec.suites import base
+
+    try:
+        payload = base.run(data, out, _seeds(seeds),
+                           train={"epochs": epochs, "batch_size": batch_size, "device": device},
+                           command=_command())
+    except ThawrecError as e:
+        _fail(e)
+    _print_rows(payload)
+    console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML run config, e.g. src/thawrec/configs/base_ml100k.yaml."),
+    out: Optional[Path] = typer.Option(None, help="Override the config's output folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.pt."),
+    epochs: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train one model from a YAML config; checkpoints every epoch; --resume continues exactly."""
+    _setup(verbose)
+    from thawrec.config import load_config
+    from thawrec.train.run import train as run_train
+
+    try:
+        cfg = load_config(config)
+        if out is not None:
+            cfg.out = str(out)
+        for k, v in (("epochs", epochs), ("seed", seed), ("device", device)):
+            if v is not None:
+                setattr(cfg.train, k, v)
+        metrics = run_train(cfg, resume=resume)
+    except ThawrecError as e:
+        _fail(e)
+    _print_metrics(metrics)
+    console.print(f"run folder: {cfg.out}")
+
+
+@app.command(name="eval")
+def eval_cmd(run_dir: Path = typer.Argument(..., help="A folder written by `thawrec train`."),
+             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Re-evaluate a trained run on its validation and test splits."""
+    _setup(verbose)
+    from thawrec.train.run import evaluate_run
+
+    try:
+        metrics = evaluate_run(run_dir)
+    except ThawrecError as e:
+        _fail(e)
+    _print_metrics(metrics)
+
+
+def _print_metrics(metrics: dict) -> None:
+    t = Table(title=f"metrics on {metrics.get('dataset')}")
+    for c in ("part", "group", "AUC", "GAUC", "LogLoss"):
+        t.add_column(c)
+    for part in ("valid", "test"):
+        for g, m in metrics.get(part, {}).items():
+            t.add_row(part, g, f"{m['auc']:.4f}", f"{m['gauc']:.4f}", f"{m['logloss']:.4f}")
+    console.print(t)
+
+
+# ----------------------------------------------------------------------------------------------
+@data_app.command("import")
+def data_import(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="ml-100k, ml-1m, ml-20m, recbole or tabular."),
+    src: Path = typer.Argument(..., help="Source folder (or file, for tabular)."),
+    out: Path = typer.Option(..., "--out", help="Output dataset folder."),
+    user_col: Optional[str] = typer.Option(None, "--user-col"),
+    item_col: Optional[str] = typer.Option(None, "--item-col"),
+    rating_col: Optional[str] = typer.Option(None, "--rating-col"),
+    ts_col: Optional[str] = typer.Option(None, "--ts-col"),
+    label_col: Optional[str] = typer.Option(None, "--label-col"),
+    positive_threshold: Optional[float] = typer.Option(None, "--positive-threshold"),
+    item_tags_col: Optional[str] = typer.Option(None, "--item-tags-col"),
+    tag_sep: Optional[str] = typer.Option(None, "--tag-sep"),
+    user_attr_cols: Optional[str] = typer.Option(None, "--user-attr-cols", help="Comma-separated."),
+) -> None:
+    """Import a real dataset into the canonical format (Parquet + meta.json + feature_map.json)."""
+    _setup(False)
+    from thawrec.data.sources import import_dataset
+
+    opts = {k: v for k, v in dict(user_col=user_col, item_col=item_col, rating_col=rating_col, ts_col=ts_col,
+                                  label_col=label_col, positive_threshold=positive_threshold,
+                                  item_tags_col=item_tags_col, tag_sep=tag_sep,
+                                  user_attr_cols=user_attr_cols).items() if v is not None}
+    try:
+        rep = import_dataset(fmt, src, out, **opts)
+    except ThawrecError as e:
+        _fail(e)
+    _print_import(rep)
+
+
+def _print_import(rep) -> None:
+    console.print(f"[green]imported[/] {rep.n_interactions:,} interactions, {rep.n_users:,} users, "
+                  f"{rep.n_items:,} items -> {rep.out} in {rep.seconds:.1f} s")
+    filtered = {k: v for k, v in (rep.filtered or {}).items() if v}
+    console.print("filtered rows: " + (", ".join(f"{k}: {v}" for k, v in filtered.items()) if filtered else "none"))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="ml-100k"),
+    out: Path = typer.Option(..., "--out"),
+    url: Optional[str] = typer.Option(None, help="Mirror URL (default: the official archive)."),
+    checksum: Optional[str] = typer.Option(None, help="Expected checksum of the archive."),
+    algo: str = typer.Option("md5", help="md5 or sha256."),
+) -> None:
+    """Download an official archive, verify its checksum, and import it."""
+    _setup(False)
+    from thawrec.data.fetch import fetch
+
+    try:
+        rep = fetch(name, out, url=url, checksum=checksum, algo=algo)
+    except ThawrecError as e:
+        _fail(e)
+    _print_import(rep)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out"),
+    users: Optional[int] = typer.Option(None, "--users"),
+    items: Optional[int] = typer.Option(None, "--items"),
+    interactions: Optional[int] = typer.Option(None, "--interactions"),
+    groups: Optional[int] = typer.Option(None, "--groups"),
+    new_user_frac: Optional[float] = typer.Option(None, "--new-user-frac"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Generate the planted-structure synthetic cold-start world (ground truth saved beside it)."""
+    _setup(False)
+    from thawrec.data.synthetic import SynthConfig, write_world
+
+    kw = {k: v for k, v in dict(n_users=users, n_items=items, n_interactions=interactions, n_groups=groups,
+                                new_user_frac=new_user_frac).items() if v is not None}
+    t0 = time.perf_counter()
+    try:
+        path = write_world(SynthConfig(seed=seed, **kw), out)
+    except (ThawrecError, TypeError, ValueError) as e:
+        _fail(e)
+    console.print(f"[green]synthetic world[/] -> {path} in {time.perf_counter() - t0:.1f} s")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
