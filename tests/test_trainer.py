@@ -56,7 +56,7 @@ def test_base_dnn_learns_planted_signal(tmp_path):
     fm, cols = planted()
     valid = planted(seed=1)[1]
     reader = BatchReader(cols, batch_size=256, shuffle=True, seed=0, rank=0, world_size=1)
-    res = Trainer(small_cfg(epochs=6), tmp_path).fit(model_for(fm), reader, make_eval(valid))
+    res = Trainer(small_cfg(epochs=8, lr=1e-2), tmp_path).fit(model_for(fm), reader, make_eval(valid))
     assert res.best_score > 0.75, res.history
     assert (tmp_path / "checkpoints" / "last.pt").exists()
     with open(tmp_path / "train_log.csv") as fh:

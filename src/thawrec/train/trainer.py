@@ -166,6 +166,8 @@ class Trainer:
                 train_batches.set_epoch(epoch)
             t0 = time.perf_counter()
             sums, n_seen = self._run_epoch(model, net, groups, optimizers, train_batches, epoch)
+            if info.enabled:
+                _average_buffers(model, info.world_size)
             secs = time.perf_counter() - t0
             t_total, n_total = t_total + secs, n_total + n_seen
             metrics = evaluate(model)
@@ -258,6 +260,16 @@ class Trainer:
             w = csv.DictWriter(fh, fieldnames=keys)
             w.writeheader()
             w.writerows(history)
+
+
+@torch.no_grad()
+def _average_buffers(model: nn.Module, world_size: int) -> None:
+    """BatchNorm running statistics are rank-local under DDP; average them so every rank
+    evaluates and checkpoints the same model."""
+    for b in model.buffers():
+        if b.is_floating_point():
+            tdist.all_reduce_sum(b)
+            b.div_(world_size)
 
 
 class _progress:
