@@ -1,0 +1,82 @@
+"""The `thawrec` CLI end to end on small real inputs: synth, import, bench, train, resume, eval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from thawrec.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    res = runner.invoke(app, [str(a) for a in args])
+    return res
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    res = invoke("data", "synth", "--out", out, "--users", 400, "--items", 200, "--interactions", 12000, "--seed", 1)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_bench_base_writes_results_report_and_plot(tiny_world, tmp_path):
+    out = tmp_path / "bench"
+    res = invoke("bench", "base", "--data", tiny_world, "--seeds", 2, "--epochs", 1, "--out", out)
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["suite"] == "base" and payload["seeds"] == [0, 1]
+    keys = {"model", "task", "group", "metric", "mean", "std", "values", "baseline", "p_value", "rel_improvement"}
+    assert all(set(r) == keys for r in payload["rows"])
+    groups = {(r["model"], r["group"]) for r in payload["rows"]}
+    assert {("BaseDNN", "new"), ("BaseDNN", "regular"), ("ItemPop", "new")} <= groups
+    dnn_auc = next(r for r in payload["rows"] if (r["model"], r["group"], r["metric"]) == ("BaseDNN", "all", "auc"))
+    assert len(dnn_auc["values"]) == 2 and 0.5 < dnn_auc["mean"] <= 1.0 and dnn_auc["baseline"] == "ItemPop"
+    assert (out / "training_curves.png").stat().st_size > 1000
+    assert "| BaseDNN |" in (out / "report.md").read_text()
+
+
+def test_import_real_ml100k_recbole(ml100k_dir, tmp_path):
+    res = invoke("data", "import", "recbole", ml100k_dir, "--out", tmp_path / "ml")
+    assert res.exit_code == 0, res.output
+    assert "100,000 interactions" in res.output
+    meta = json.loads((tmp_path / "ml" / "meta.json").read_text())
+    assert meta["n_users"] == 943 and meta["n_items"] == 1682
+
+
+def test_train_resume_and_eval(tiny_world, tmp_path):
+    cfg = {"data": str(tiny_world), "out": str(tmp_path / "run"), "model": "base_dnn",
+           "model_cfg": {"embedding_dim": 8, "hidden": [32, 16]},
+           "train": {"epochs": 1, "batch_size": 512, "progress": False, "seed": 0}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = invoke("train", path)
+    assert res.exit_code == 0, res.output
+    res = invoke("train", path, "--epochs", 2, "--resume")
+    assert res.exit_code == 0, res.output
+    log = (tmp_path / "run" / "train_log.csv").read_text().strip().splitlines()
+    assert len(log) == 3  # header + epochs 0 and 1: the resumed run continued, not restarted
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    res = invoke("eval", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    assert f"{metrics['test']['all']['auc']:.4f}" in res.output  # eval reproduces train's test metrics
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("bench", "nosuch"), "unknown suite"),
+    (("data", "import", "nosuch", "."), "nosuch"),
+    (("eval", "/nonexistent/run"), "not a finished run"),
+    (("bench", "base", "--data", "/nonexistent/data", "--seeds", 1), "not a dataset folder"),
+])
+def test_errors_exit_2_with_a_fix(args, needle, tmp_path):
+    if args[:2] == ("data", "import"):
+        args = args + ("--out", str(tmp_path / "o"))
+    res = invoke(*args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
