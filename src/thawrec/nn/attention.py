@@ -1,0 +1,98 @@
+"""Target multi-head attention over a behaviour sequence, plain or personalized (POSO Sec. 4.3).
+
+Q comes from the concatenated non-sequential embeddings, K and V from the sequence (POSO Fig. 2).
+``personalization`` selects the settings of POSO's Table 7:
+
+- ``none``      plain MHA;
+- ``full``      Eq. 13: N sets of Q, K, V, outputs mixed by the gate g(pc);
+- ``shared_q``  Q shared, N sets of K and V;
+- ``gated_k``   Eq. 14 (POSO's standard): Q shared, K gated by G^k(pc), N personalized V mixed by g(pc);
+- ``gated_kv``  lightest: Q shared, K gated by G^k, V gated by G^v (no multi-fold V).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from thawrec.errors import ConfigError
+from thawrec.nn.gating import PersonalizedGate
+
+SETTINGS = ("none", "full", "shared_q", "gated_k", "gated_kv")
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """q ``[B, H, dh]``, k/v ``[B, H, L, dh]``, mask ``[B, L]`` (True = real item) -> ``[B, H, dh]``.
+
+    A row with an empty sequence (a brand-new user) attends to nothing and returns zeros instead
+    of the NaN a softmax over only -inf would give.
+    """
+    scores = torch.einsum("bhd,bhld->bhl", q, k) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+    w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhl,bhld->bhd", w, v)
+
+
+class TargetAttention(nn.Module):
+    def __init__(self, query_dim: int, key_dim: int, *, heads: int = 4, head_dim: int = 16,
+                 personalization: str = "none", n_personal: int = 4, pc_dim: int = 0,
+                 scale: float = 2.0) -> None:
+        super().__init__()
+        if personalization not in SETTINGS:
+            raise ConfigError(f"unknown MHA personalization '{personalization}'; choose one of {SETTINGS}")
+        if personalization != "none" and pc_dim <= 0:
+            raise ConfigError("personalized MHA needs a personalization code (pc_dim > 0)")
+        self.mode, self.h, self.dh, self.scale = personalization, heads, head_dim, scale
+        d = heads * head_dim
+        n = n_personal if personalization in ("full", "shared_q", "gated_k") else 1
+        nq = n if personalization == "full" else 1
+        nk = n if personalization in ("full", "shared_q") else 1
+        self.n = n
+        self.wq = nn.Linear(query_dim, nq * d, bias=False)
+        self.wk = nn.Linear(key_dim, nk * d, bias=False)
+        self.wv = nn.Linear(key_dim, n * d, bias=False)
+        self.out_dim = d
+        if personalization in ("gated_k", "gated_kv"):
+            self.gate_k = PersonalizedGate(pc_dim, d, scale=scale)
+        if personalization == "gated_kv":
+            self.gate_v = PersonalizedGate(pc_dim, d, scale=scale)
+        if n > 1:
+            self.gate_v_mix = PersonalizedGate(pc_dim, n, scale=scale)
+
+    def _split(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """``[B, (L,) n*H*dh] -> [n, B, H, (L,) dh]``."""
+        if x.dim() == 2:
+            return x.view(x.shape[0], n, self.h, self.dh).permute(1, 0, 2, 3)
+        b, l_, _ = x.shape
+        return x.view(b, l_, n, self.h, self.dh).permute(2, 0, 3, 1, 4)
+
+    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor,
+                pc: torch.Tensor | None = None) -> torch.Tensor:
+        """query ``[B, Dq]``, seq ``[B, L, Dk]``, mask ``[B, L]`` -> ``[B, H*dh]``."""
+        q_all = self.wq(query)
+        k_all, v_all = self.wk(seq), self.wv(seq)
+        if self.mode in ("gated_k", "gated_kv"):
+            k_all = k_all * self.gate_k(pc)[:, None, :]  # broadcast over the sequence (footnote 2)
+        if self.mode == "gated_kv":
+            v_all = v_all * self.gate_v(pc)[:, None, :]
+        q, k, v = self._split(q_all, q_all.shape[-1] // self.out_dim), self._split(
+            k_all, k_all.shape[-1] // self.out_dim), self._split(v_all, self.n)
+        b = query.shape[0]
+        if self.mode in ("none", "gated_kv"):
+            # gated_kv: the rectifying factor C is inside G^k and G^v already
+            return masked_attention(q[0], k[0], v[0], mask).reshape(b, -1)
+        if self.mode == "gated_k":
+            # Eq. 14: one attention map, applied to the gate-weighted sum of the N value sets.
+            g = self.gate_v_mix(pc)  # [B, N]
+            v_mix = torch.einsum("bn,nbhld->bhld", g, v)
+            return masked_attention(q[0], k[0], v_mix, mask).reshape(b, -1)
+        g = self.gate_v_mix(pc)
+        outs = torch.stack([masked_attention(q[i if q.shape[0] > 1 else 0], k[i], v[i], mask)
+                            for i in range(self.n)])  # [N, B, H, dh]
+        return torch.einsum("bn,nbhd->bhd", g, outs).reshape(b, -1)
+
+    def value_gates(self, pc: torch.Tensor) -> torch.Tensor:
+        """The N value-gate outputs g(pc) (POSO Fig. 4)."""
+        return self.gate_v_mix(pc)

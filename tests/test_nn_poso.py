@@ -1,0 +1,95 @@
+"""POSO's layers: gates, POSO(MLP), target MHA in every Table 7 setting, MMoE / POSO(MMoE)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thawrec.errors import ConfigError
+from thawrec.nn.attention import SETTINGS, TargetAttention, masked_attention
+from thawrec.nn.gating import PersonalizedGate, PosoMLP
+from thawrec.nn.moe import MMoE
+
+
+def neutral(gate: PersonalizedGate) -> None:
+    """Make a gate output exactly C * sigmoid(0) = 1 for every input."""
+    last = gate.net[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+
+
+def test_gate_range_and_shape():
+    torch.manual_seed(0)
+    g = PersonalizedGate(5, 7, scale=2.0)(torch.randn(64, 5) * 10)
+    assert g.shape == (64, 7) and (g > 0).all() and (g < 2).all()
+
+
+def test_poso_mlp_with_neutral_gates_is_a_plain_relu_mlp():
+    torch.manual_seed(0)
+    m = PosoMLP(6, [8, 4], pc_dim=3)
+    for g in m.gates:
+        neutral(g)
+    x, pc = torch.randn(10, 6), torch.randn(10, 3)
+    plain = torch.relu(m.layers[1](torch.relu(m.layers[0](x))))
+    assert torch.allclose(m(x, pc), plain, atol=1e-6)
+    # and a non-neutral gate changes the output per user group
+    torch.nn.init.normal_(m.gates[0].net[-1].weight)
+    assert not torch.allclose(m(x, pc), plain)
+
+
+@pytest.mark.parametrize("mode", SETTINGS)
+def test_target_attention_settings_shapes_padding_and_empty_history(mode):
+    torch.manual_seed(0)
+    att = TargetAttention(12, 8, heads=2, head_dim=4, personalization=mode, n_personal=3,
+                          pc_dim=0 if mode == "none" else 5)
+    q, seq, pc = torch.randn(6, 12), torch.randn(6, 7, 8), torch.randn(6, 5)
+    mask = torch.ones(6, 7, dtype=torch.bool)
+    mask[:, 5:] = False
+    mask[0] = False  # a brand-new user with no history
+    out = att(q, seq, mask, pc)
+    assert out.shape == (6, 8) and torch.isfinite(out).all()
+    assert torch.all(out[0] == 0)
+    seq2 = seq.clone()
+    seq2[:, 5:] = 100.0  # padded positions must not matter
+    assert torch.allclose(att(q, seq2, mask, pc), out, atol=1e-6)
+
+
+def test_gated_k_with_neutral_gates_equals_mha_over_the_summed_values():
+    torch.manual_seed(0)
+    att = TargetAttention(12, 8, heads=2, head_dim=4, personalization="gated_k", n_personal=3, pc_dim=5)
+    neutral(att.gate_k)
+    neutral(att.gate_v_mix)
+    q, seq, pc = torch.randn(4, 12), torch.randn(4, 6, 8), torch.randn(4, 5)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    plain = TargetAttention(12, 8, heads=2, head_dim=4)
+    with torch.no_grad():
+        plain.wq.weight.copy_(att.wq.weight)
+        plain.wk.weight.copy_(att.wk.weight)
+        plain.wv.weight.copy_(att.wv.weight.view(3, 8, 8).sum(0))
+    assert torch.allclose(att(q, seq, mask, pc), plain(q, seq, mask), atol=1e-5)
+
+
+def test_masked_attention_matches_softmax_reference():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4), torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    w = torch.softmax(torch.einsum("bhd,bhld->bhl", q, k) / 2.0, dim=-1)
+    assert torch.allclose(masked_attention(q, k, v, mask), torch.einsum("bhl,bhld->bhd", w, v), atol=1e-6)
+
+
+def test_personalized_mha_needs_a_code():
+    with pytest.raises(ConfigError, match="personalization code"):
+        TargetAttention(4, 4, personalization="gated_k")
+    with pytest.raises(ConfigError, match="unknown MHA"):
+        TargetAttention(4, 4, personalization="nope")
+
+
+def test_poso_mmoe_with_neutral_gate_equals_mmoe():
+    torch.manual_seed(0)
+    poso = MMoE(10, 2, n_experts=3, expert_hidden=[8], pc_dim=4)
+    neutral(poso.poso_gate)
+    plain = MMoE(10, 2, n_experts=3, expert_hidden=[8])
+    plain.load_state_dict({k: v for k, v in poso.state_dict().items() if not k.startswith("poso_gate")})
+    x, pc = torch.randn(5, 10), torch.randn(5, 4)
+    for a, b in zip(poso(x, pc), plain(x)):
+        assert a.shape == (5, 8) and torch.allclose(a, b, atol=1e-6)
