@@ -7,9 +7,10 @@ from typing import Any
 from thawrec.data.schema import FeatureMap
 from thawrec.errors import ConfigError
 from thawrec.models.base import RecModel
+from thawrec.models.poso import PosoRanker
 from thawrec.models.rankers.base_dnn import BaseDNN
 
-MODELS: dict[str, type[RecModel]] = {"base_dnn": BaseDNN}
+MODELS: dict[str, type[RecModel]] = {"base_dnn": BaseDNN, "poso": PosoRanker}
 
 
 def register_model(name: str, cls: type[RecModel]) -> None:

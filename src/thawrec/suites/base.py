@@ -107,8 +107,9 @@ def render(payload: dict[str, Any]) -> str:
         f"# thawrec bench base — {payload['dataset']}",
         "",
         f"Protocol: {payload['protocol']}. Seeds: {payload['seeds']}. "
-        "Mean ± std over seeds; in brackets the relative improvement over the baseline (ItemPop); "
-        "p: paired t-test over seeds.",
+        "Mean ± std over seeds. In brackets the improvement over the baseline (ItemPop): RelaImpr "
+        "= (AUC - 0.5) / (AUC_base - 0.5) - 1 for AUC and GAUC, the plain relative change for LogLoss. "
+        "p: two-sided paired t-test over seeds.",
         "",
         report.results_table(rows, ["auc", "gauc"], GROUPS),
         "",
