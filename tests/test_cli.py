@@ -80,3 +80,17 @@ def test_errors_exit_2_with_a_fix(args, needle, tmp_path):
     res = invoke(*args)
     assert res.exit_code == 2, res.output
     assert needle in res.output
+
+
+def test_bench_poso_table5_table1_and_throughput(tiny_world, tmp_path):
+    out = tmp_path / "poso"
+    res = invoke("bench", "poso", "--data", tiny_world, "--seeds", 2, "--epochs", 1, "--out", out)
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "results.json").read_text())
+    models = {r["model"] for r in payload["rows"]}
+    assert models == {"Base (MHA+MMoE)", "POSO(MLP)", "POSO(MHA)", "POSO(MMoE)", "POSO(All Combined)"}
+    assert {r["task"] for r in payload["rows"]} == {"favorite", "satisfied"}
+    whole = {c["model"]: c for c in payload["costs"] if c["module"] == "whole model"}
+    assert whole["POSO(All Combined)"]["params"] > whole["Base (MHA+MMoE)"]["params"]
+    assert whole["POSO(MMoE)"]["flops_per_sample"] > whole["Base (MHA+MMoE)"]["flops_per_sample"]
+    assert "Table 5 style" in (out / "report.md").read_text()

@@ -281,3 +281,19 @@ def test_pipeline_on_real_ml100k(ml100k_dir):
     o = outs["test"]
     assert (o["hist_items"][:, 0] > 0).mean() > 0.5
     assert elapsed < 10, elapsed
+
+
+def test_extra_label_columns_are_never_features():
+    """Regression: task columns added to interactions (POSO's favorite/satisfied) must not leak
+    in as context features."""
+    import polars as pl
+
+    from thawrec.data.preprocess import FeatureConfig, FeaturePipeline
+    from thawrec.data.synthetic import SynthConfig, generate
+
+    ds, _ = generate(SynthConfig(n_users=200, n_items=100, n_interactions=3000, seed=3))
+    ds.interactions = ds.interactions.with_columns(fav=(pl.col("rating") >= 5).cast(pl.Int8))
+    pipe = FeaturePipeline(FeatureConfig(labels=["label", "fav"])).fit(ds, ds.interactions)
+    assert "fav" not in pipe.feature_map and "label" not in pipe.feature_map
+    cols = pipe.transform(ds, ds.interactions)
+    assert cols["fav"].dtype.kind == "f"

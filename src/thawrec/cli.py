@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cold-start r
 data_app = typer.Typer(no_args_is_help=True, help="Import, fetch or synthesize datasets.")
 app.add_typer(data_app, name="data")
 console = Console()
-SUITES = ("base",)
+SUITES = ("base", "poso")
 
 
 def _setup(verbose: bool) -> None:
@@ -100,15 +100,19 @@ def bench(
     _setup(verbose)
     if suite not in SUITES:
         _fail(ThawrecError(f"unknown suite '{suite}'. Fix: choose one of {', '.join(SUITES)}"))
-    from thawrec.suites import base
+    import importlib
 
+    runner = importlib.import_module(f"thawrec.suites.{suite}")
     try:
-        payload = base.run(data, out, _seeds(seeds),
-                           train={"epochs": epochs, "batch_size": batch_size, "device": device},
-                           command=_command())
+        payload = runner.run(data, out, _seeds(seeds),
+                             train={"epochs": epochs, "batch_size": batch_size, "device": device},
+                             command=_command())
     except ThawrecError as e:
         _fail(e)
-    _print_rows(payload)
+    if suite == "base":
+        _print_rows(payload)
+    else:
+        console.print((out / "report.md").read_text())
     console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}")
 
 

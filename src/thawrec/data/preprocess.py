@@ -189,6 +189,11 @@ class FeaturePipeline:
         item_fields = (list(c.item_fields) if c.item_fields is not None
                        else ["item_id", "category"] + (["year"] if "year" in icols else []))
         context = list(c.context_fields) if c.context_fields is not None else ds.context_cols
+        leaked = [f for f in context if f in c.labels]
+        if c.context_fields is not None and leaked:
+            raise ConfigError(f"label column(s) {leaked} listed as context features: that leaks the target. "
+                              "Fix: remove them from FeatureConfig.context_fields")
+        context = [f for f in context if f not in c.labels]  # a label is never an input
         user_mh = list(c.user_multihot) if c.user_multihot is not None else (["apps"] if "apps" in ucols else [])
         item_mh = list(c.item_multihot)
         for f in user_fields + user_mh:

@@ -73,15 +73,25 @@ def train_model(
     train_cfg: TrainConfig,
     run_dir: Path | None,
     task: str = "label",
+    tasks: list[str] | None = None,
 ) -> TrainedRun:
-    """Train with early stopping on validation AUC of ``task``."""
+    """Train with early stopping on a validation metric (``train_cfg.monitor``).
+
+    With several ``tasks`` the monitored ``auc`` / ``gauc`` / ``logloss`` are the means over tasks;
+    each task's own values are logged as ``<task>_<metric>``.
+    """
+    tasks = tasks or [task]
     reader = BatchReader(train_cols, batch_size=train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
                          rank=0, world_size=1)
     device = resolve_device(train_cfg.device)
 
     def evaluate(m: RecModel) -> dict[str, float]:
-        p = predict(m, eval_reader(valid_cols, train_cfg.eval_batch_size), device)[task]
-        return binary_metrics(valid_cols[task], p, valid_cols["_user"])
+        preds = predict(m, eval_reader(valid_cols, train_cfg.eval_batch_size), device)
+        per = {t: binary_metrics(valid_cols[t], preds[t], valid_cols["_user"]) for t in tasks}
+        out = {k: float(np.nanmean([per[t][k] for t in tasks])) for k in ("auc", "gauc", "logloss")}
+        if len(tasks) > 1:
+            out.update({f"{t}_{k}": v for t in tasks for k, v in per[t].items()})
+        return out
 
     fit = Trainer(train_cfg, run_dir).fit(model, reader, evaluate)
     return TrainedRun(model, fit)
