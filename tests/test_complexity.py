@@ -24,3 +24,17 @@ def test_params_and_flops_per_sample_by_hand():
     assert by["model"]["params"] == 61 and by["model"]["embedding_params"] == 1000
     assert by["model"]["flops_per_sample"] == 110
     assert count_params(m, embeddings=True) == 1061
+
+
+class Towers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.towers = nn.ModuleList(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1)) for _ in range(2))
+
+    def forward(self, batch):
+        return sum(t(batch["x"]) for t in self.towers)
+
+
+def test_containers_without_forward_sum_their_children_once():
+    rows = cost_table(Towers(), {"x": torch.randn(8, 4)}, {"towers": "towers"})
+    assert rows[0]["flops_per_sample"] == 2 * (2 * 4 * 3 + 2 * 3 * 1)

@@ -44,8 +44,17 @@ def cost_table(model: nn.Module, batch: dict[str, torch.Tensor], modules: dict[s
     for label, path in modules.items():
         sub = model.get_submodule(path) if path else model
         key = f"{root}.{path}" if path else "Global"
-        row = {"module": label, "params": count_params(sub), "flops_per_sample": counts.get(key, 0) / n}
+        row = {"module": label, "params": count_params(sub), "flops_per_sample": _flops(counts, key) / n}
         if not path:
             row["embedding_params"] = count_params(sub, embeddings=True) - row["params"]
         rows.append(row)
     return rows
+
+
+def _flops(counts: dict[str, int], key: str) -> int:
+    """A container without forward (ModuleList / ModuleDict) has no entry of its own: sum its
+    direct children instead (summing all descendants would count nested modules twice)."""
+    if key in counts:
+        return counts[key]
+    prefix = key + "."
+    return sum(v for k, v in counts.items() if k.startswith(prefix) and "." not in k[len(prefix):])
