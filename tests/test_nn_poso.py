@@ -93,3 +93,22 @@ def test_poso_mmoe_with_neutral_gate_equals_mmoe():
     x, pc = torch.randn(5, 10), torch.randn(5, 4)
     for a, b in zip(poso(x, pc), plain(x)):
         assert a.shape == (5, 8) and torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", SETTINGS)
+def test_pooled_values_equal_projecting_every_position(mode):
+    """The V-after-pooling rewrite is exact: compare with the textbook per-position computation."""
+    torch.manual_seed(1)
+    att = TargetAttention(12, 8, heads=2, head_dim=4, personalization=mode, n_personal=3,
+                          pc_dim=0 if mode == "none" else 5)
+    q_in, seq, pc = torch.randn(5, 12), torch.randn(5, 6, 8), torch.randn(5, 5)
+    mask = torch.rand(5, 6) > 0.3
+    nq, nk = att.wq.out_features // 8, att.wk.out_features // 8
+    q, k, v = att._heads(att.wq(q_in), nq), att._heads(att.wk(seq), nk), att._heads(att.wv(seq), att.n)
+    if mode in ("gated_k", "gated_kv"):
+        k = k * att._heads(att.gate_k(pc), 1)[:, :, :, None, :]
+    if mode == "gated_kv":
+        v = v * att._heads(att.gate_v(pc), 1)[:, :, :, None, :]
+    outs = torch.stack([masked_attention(q[min(i, nq - 1)], k[min(i, nk - 1)], v[i], mask) for i in range(att.n)])
+    ref = outs[0] if att.n == 1 else torch.einsum("bn,nbhe->bhe", att.gate_v_mix(pc), outs)
+    assert torch.allclose(att(q_in, seq, mask, pc), ref.reshape(5, -1), atol=1e-5)

@@ -23,16 +23,20 @@ from thawrec.nn.gating import PersonalizedGate
 SETTINGS = ("none", "full", "shared_q", "gated_k", "gated_kv")
 
 
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """q ``[B, H, dh]``, k/v ``[B, H, L, dh]``, mask ``[B, L]`` (True = real item) -> ``[B, H, dh]``.
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """q ``[B, H, dh]``, k ``[B, H, L, dh]``, mask ``[B, L]`` (True = real item) -> ``[B, H, L]``.
 
-    A row with an empty sequence (a brand-new user) attends to nothing and returns zeros instead
-    of the NaN a softmax over only -inf would give.
+    A row with an empty sequence (a brand-new user) gets all-zero weights instead of the NaN a
+    softmax over only -inf would give, so it attends to nothing.
     """
     scores = torch.einsum("bhd,bhld->bhl", q, k) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
-    w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-    return torch.einsum("bhl,bhld->bhd", w, v)
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product attention with a padding mask: ``[B, H, dh]`` out."""
+    return torch.einsum("bhl,bhld->bhd", attention_weights(q, k, mask), v)
 
 
 class TargetAttention(nn.Module):
@@ -61,7 +65,7 @@ class TargetAttention(nn.Module):
         if n > 1:
             self.gate_v_mix = PersonalizedGate(pc_dim, n, scale=scale)
 
-    def _split(self, x: torch.Tensor, n: int) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """``[B, (L,) n*H*dh] -> [n, B, H, (L,) dh]``."""
         if x.dim() == 2:
             return x.view(x.shape[0], n, self.h, self.dh).permute(1, 0, 2, 3)
@@ -70,28 +74,33 @@ class TargetAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor,
                 pc: torch.Tensor | None = None) -> torch.Tensor:
-        """query ``[B, Dq]``, seq ``[B, L, Dk]``, mask ``[B, L]`` -> ``[B, H*dh]``."""
-        q_all = self.wq(query)
-        k_all, v_all = self.wk(seq), self.wv(seq)
+        """query ``[B, Dq]``, seq ``[B, L, Dk]``, mask ``[B, L]`` -> ``[B, H*dh]``.
+
+        V is linear in the sequence, so ``softmax(QK^T) (X W_v) = (softmax(QK^T) X) W_v``: the raw
+        sequence is attention-pooled first and the (N personalized) value projections are applied
+        once per head instead of once per position. Exact, and it removes the factor L from the
+        cost of POSO's multi-fold V.
+        """
+        nq = self.wq.out_features // self.out_dim
+        nk = self.wk.out_features // self.out_dim
+        q, k = self._heads(self.wq(query), nq), self._heads(self.wk(seq), nk)
         if self.mode in ("gated_k", "gated_kv"):
-            k_all = k_all * self.gate_k(pc)[:, None, :]  # broadcast over the sequence (footnote 2)
-        if self.mode == "gated_kv":
-            v_all = v_all * self.gate_v(pc)[:, None, :]
-        q, k, v = self._split(q_all, q_all.shape[-1] // self.out_dim), self._split(
-            k_all, k_all.shape[-1] // self.out_dim), self._split(v_all, self.n)
+            k = k * self._heads(self.gate_k(pc), 1)[:, :, :, None, :]  # broadcast over L (footnote 2)
+        n_maps = max(nq, nk)
+        w = torch.stack([attention_weights(q[min(i, nq - 1)], k[min(i, nk - 1)], mask) for i in range(n_maps)])
+        pooled = torch.einsum("mbhl,bld->mbhd", w, seq)  # [maps, B, H, Dk]
+        wv = self.wv.weight.view(self.n, self.h, self.dh, -1)  # [N, H, dh, Dk]
+        if n_maps == 1:
+            v = torch.einsum("bhd,nhed->nbhe", pooled[0], wv)
+        else:
+            v = torch.einsum("nbhd,nhed->nbhe", pooled, wv)
         b = query.shape[0]
-        if self.mode in ("none", "gated_kv"):
-            # gated_kv: the rectifying factor C is inside G^k and G^v already
-            return masked_attention(q[0], k[0], v[0], mask).reshape(b, -1)
-        if self.mode == "gated_k":
-            # Eq. 14: one attention map, applied to the gate-weighted sum of the N value sets.
-            g = self.gate_v_mix(pc)  # [B, N]
-            v_mix = torch.einsum("bn,nbhld->bhld", g, v)
-            return masked_attention(q[0], k[0], v_mix, mask).reshape(b, -1)
-        g = self.gate_v_mix(pc)
-        outs = torch.stack([masked_attention(q[i if q.shape[0] > 1 else 0], k[i], v[i], mask)
-                            for i in range(self.n)])  # [N, B, H, dh]
-        return torch.einsum("bn,nbhd->bhd", g, outs).reshape(b, -1)
+        if self.mode == "gated_kv":
+            v = v * self._heads(self.gate_v(pc), 1)  # C is inside G^k and G^v
+        if self.n == 1:
+            return v[0].reshape(b, -1)
+        g = self.gate_v_mix(pc)  # [B, N]: Eq. 13 / 14's personalized mixture of value sets
+        return torch.einsum("bn,nbhe->bhe", g, v).reshape(b, -1)
 
     def value_gates(self, pc: torch.Tensor) -> torch.Tensor:
         """The N value-gate outputs g(pc) (POSO Fig. 4)."""
