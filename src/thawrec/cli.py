@@ -141,8 +141,11 @@ def train(
         metrics = run_train(cfg, resume=resume)
     except ThawrecError as e:
         _fail(e)
-    _print_metrics(metrics)
-    console.print(f"run folder: {cfg.out}")
+    from thawrec.train.dist import current
+
+    if current().is_main:  # under torchrun every rank has the same metrics: print once
+        _print_metrics(metrics)
+        console.print(f"run folder: {cfg.out}")
 
 
 @app.command(name="eval")

@@ -15,6 +15,7 @@ from thawrec.data.schema import Dataset, read_dataset
 from thawrec.errors import DataError
 from thawrec.eval import metrics
 from thawrec.models.base import RecModel
+from thawrec.train import dist as tdist
 from thawrec.train.trainer import FitResult, TrainConfig, Trainer, predict, resolve_device
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def train_model(
     run_dir: Path | None,
     task: str = "label",
     tasks: list[str] | None = None,
+    resume: bool = False,
 ) -> TrainedRun:
     """Train with early stopping on a validation metric (``train_cfg.monitor``).
 
@@ -81,8 +83,9 @@ def train_model(
     each task's own values are logged as ``<task>_<metric>``.
     """
     tasks = tasks or [task]
+    info = tdist.current()  # under torchrun each rank reads its own, equal-sized shard
     reader = BatchReader(train_cols, batch_size=train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
-                         rank=0, world_size=1)
+                         rank=info.rank, world_size=info.world_size, even_shards=info.enabled)
     device = resolve_device(train_cfg.device)
 
     def evaluate(m: RecModel) -> dict[str, float]:
@@ -93,7 +96,7 @@ def train_model(
             out.update({f"{t}_{k}": v for t in tasks for k, v in per[t].items()})
         return out
 
-    fit = Trainer(train_cfg, run_dir).fit(model, reader, evaluate)
+    fit = Trainer(train_cfg, run_dir).fit(model, reader, evaluate, resume=resume)
     return TrainedRun(model, fit)
 
 

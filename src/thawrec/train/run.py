@@ -19,6 +19,7 @@ from thawrec.data.preprocess import FeatureConfig, FeaturePipeline
 from thawrec.data.schema import Dataset, atomic_write_text
 from thawrec.errors import ConfigError
 from thawrec.registry import build_model
+from thawrec.train import dist as tdist
 from thawrec.suites.common import binary_metrics, group_masks, load_world, score_model, train_model
 
 log = logging.getLogger(__name__)
@@ -60,19 +61,23 @@ def evaluate_parts(model, pipeline, ds, split, cfg: RunConfig, parts=("test",)) 
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
+    info = tdist.init_from_env()  # a no-op for one process; joins torchrun's group otherwise
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds, name, split, pipe = _prepare(cfg)
-    save_config(cfg, out / "config.yaml")
-    pipe.save(out / "features")
+    if info.is_main:
+        save_config(cfg, out / "config.yaml")
+        pipe.save(out / "features")
     cols = {part: pipe.transform(ds, getattr(split, part)) for part in ("train", "valid")}
     model = build_model(cfg.model, pipe.feature_map, cfg.model_cfg)
-    trained = train_model(model, cols["train"], cols["valid"], cfg.train, out, task="label")
-    torch.save(model.state_dict(), out / "model.pt")
+    trained = train_model(model, cols["train"], cols["valid"], cfg.train, out, task="label", resume=resume)
     metrics = {"dataset": name, "best_epoch": trained.fit.best_epoch, "best_valid": trained.fit.best_score,
                "samples_per_second": trained.fit.samples_per_second,
                **evaluate_parts(model, pipe, ds, split, cfg)}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
+    if info.is_main:
+        torch.save(model.state_dict(), out / "model.pt")
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
+    tdist.barrier()
     return metrics
 
 
