@@ -97,3 +97,6 @@ def test_bench_poso_table5_table1_and_throughput(tiny_world, tmp_path):
     assert whole["POSO(All Combined)"]["params"] > whole["Base (MHA+MMoE)"]["params"]
     assert whole["POSO(MMoE)"]["flops_per_sample"] > whole["Base (MHA+MMoE)"]["flops_per_sample"]
     assert "Table 5 style" in (out / "report.md").read_text()
+    gates = payload["value_gates"]["per_seed"][0]  # Fig. 4: one row per AVC bucket, one column per value set
+    assert len(gates) >= 2 and len(gates[0]) == 4 and all(0 < g < 2 for row in gates for g in row)
+    assert (out / "fig4_value_gates.png").stat().st_size > 1000

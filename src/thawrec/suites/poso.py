@@ -83,6 +83,7 @@ def run(
     mcfg = {"tasks": TASKS, "pc": "avc", **(model or {})}
 
     records, histories, timing = [], {}, {}
+    gate_models: list[PosoRanker] = []
     for seed in seeds:
         for v in names:
             tcfg = TrainConfig.from_dict({**tcfg_base, "seed": seed})
@@ -90,6 +91,8 @@ def run(
             net = PosoRanker(pipe.feature_map, {**mcfg, "poso": VARIANTS[v]})
             fit = train_model(net, cols["train"], cols["valid"], tcfg, out / f"seed{seed}" / _slug(v), tasks=TASKS).fit
             histories[f"{v} seed {seed}"] = fit.history
+            if v == "POSO(MHA)":
+                gate_models.append(net)
             timing.setdefault(v, []).append(fit.samples_per_second)
             preds = score_model(net, cols["test"], tcfg.eval_batch_size, tcfg.device)
             for t in TASKS:
@@ -109,6 +112,8 @@ def run(
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "wall_seconds": time.perf_counter() - t0,
     }
+    if "POSO(MHA)" in names:
+        payload["value_gates"] = plot_value_gates(gate_models, out / "fig4_value_gates.png")
     report.write_results(out / "results.json", payload)
     report.plot_training_curves(histories, out / "training_curves.png", metric="valid_gauc")
     (out / "report.md").write_text(render(payload))
@@ -127,6 +132,43 @@ def _costs(fm, train_cols, mcfg, names) -> list[dict[str, Any]]:
         for r in cost_table(net, batch, {"MLP (towers)": "towers", "MHA": "attn", "MMoE": "mmoe", "whole model": ""}):
             rows.append({"model": v, **r})
     return rows
+
+
+@torch.no_grad()
+def value_gate_outputs(model: PosoRanker) -> torch.Tensor:
+    """``[n_avc_buckets, N]``: the POSO(MHA) value gates g(pc) for every AVC bucket (Fig. 4)."""
+    model.eval()
+    buckets = torch.arange(1, model.pc_embedding.num_embeddings)  # 0 is padding
+    att = next(iter(model.attn.values()))
+    return att.value_gates(model.pc_embedding(buckets))
+
+
+def plot_value_gates(models: list[PosoRanker], path: Path) -> dict[str, Any]:
+    """Each value gate against the AVC bucket, one panel per seed, as POSO's Fig. 4.
+
+    Seeds are not averaged: which gate specialises in new users is arbitrary per run (the N value
+    sets are interchangeable), so a mean over seeds would blur exactly what the figure shows.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gates = [value_gate_outputs(m).numpy() for m in models]  # each [buckets, N]
+    fig, axes = plt.subplots(1, len(gates), figsize=(4.2 * len(gates), 3.6), squeeze=False, sharey=True)
+    for k, (ax, g) in enumerate(zip(axes[0], gates)):
+        x = np.arange(1, g.shape[0] + 1)
+        for i in range(g.shape[1]):
+            ax.plot(x, g[:, i], marker="o", ms=3, label=f"gate #{i + 1}")
+        ax.set(xlabel="AVC bucket (1 = no views yet)", title=f"seed {k}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("value gate g(pc)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("POSO(MHA) value-gate outputs against accumulated view count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"per_seed": [g.tolist() for g in gates]}
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -155,6 +197,9 @@ def render(payload: dict[str, Any]) -> str:
         lines += ["", "## Training throughput (same run)", "",
                   report.markdown_table(["model", "samples/s", "vs base"],
                                         [[v, f"{s:,.0f}", f"{s / sps[BASE]:.2f}x"] for v, s in sps.items()])]
+    if "value_gates" in payload:
+        lines += ["", "## Fig. 4 style: POSO(MHA) value-gate outputs against AVC buckets", "",
+                  "![value gates](fig4_value_gates.png)"]
     lines += ["", "![validation GAUC](training_curves.png)", "", f"Command: `{payload['command']}`", "",
               "Environment: " + ", ".join(f"{k} {v}" for k, v in payload["env"].items()), ""]
     return "\n".join(lines)
