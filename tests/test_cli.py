@@ -87,11 +87,14 @@ def test_errors_exit_2_with_a_fix(args, needle, tmp_path):
 
 def test_bench_poso_table5_table1_and_throughput(tiny_world, tmp_path):
     out = tmp_path / "poso"
-    res = invoke("bench", "poso", "--data", tiny_world, "--seeds", 2, "--epochs", 1, "--out", out)
+    res = invoke("bench", "poso", "--data", tiny_world, "--seeds", 2, "--epochs", 1, "--out", out,
+                 "--sections", "main,baselines")
     assert res.exit_code == 0, res.output
     payload = json.loads((out / "results.json").read_text())
     models = {r["model"] for r in payload["rows"]}
-    assert models == {"Base (MHA+MMoE)", "POSO(MLP)", "POSO(MHA)", "POSO(MMoE)", "POSO(All Combined)"}
+    assert models == {"Base (MHA+MMoE)", "POSO(MLP)", "POSO(MHA)", "POSO(MMoE)", "POSO(All Combined)",
+                      "MeLU", "Meta-Embedding", "MWUF"}
+    assert {r["group"] for r in payload["rows"]} == {"test users"}  # movielens protocol: all unseen
     assert {r["task"] for r in payload["rows"]} == {"favorite", "satisfied"}
     whole = {c["model"]: c for c in payload["costs"] if c["module"] == "whole model"}
     assert whole["POSO(All Combined)"]["params"] > whole["Base (MHA+MMoE)"]["params"]
@@ -100,3 +103,19 @@ def test_bench_poso_table5_table1_and_throughput(tiny_world, tmp_path):
     gates = payload["value_gates"]["per_seed"][0]  # Fig. 4: one row per AVC bucket, one column per value set
     assert len(gates) >= 2 and len(gates[0]) == 4 and all(0 < g < 2 for row in gates for g in row)
     assert (out / "fig4_value_gates.png").stat().st_size > 1000
+
+
+def test_bench_poso_new_users_protocol_with_ablations(tiny_world, tmp_path):
+    """Table 2 (new vs regular users), Table 6 (codes) and Table 7 (MHA settings) in one report."""
+    out = tmp_path / "poso_new"
+    res = invoke("bench", "poso", "--data", tiny_world, "--protocol", "new-users", "--seeds", 2, "--epochs", 1,
+                 "--out", out, "--sections", "pc,mha", "--models",
+                 "PC: is-new-user,POSO(All Combined),MHA: Q(i); K(i); V(i); N=4,POSO(MHA)")
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["protocol_name"] == "new-users" and payload["split"]["train_new_user_rows"] > 0
+    assert {r["group"] for r in payload["rows"]} == {"new", "regular"}
+    text = (out / "report.md").read_text()
+    assert "Table 2 style" in text and "Table 6 style" in text and "Table 7 style" in text
+    row = next(r for r in payload["rows"] if r["model"] == "PC: is-new-user" and r["group"] == "new")
+    assert row["baseline"] == "Base (MHA+MMoE)" and len(row["values"]) == 2

@@ -113,3 +113,30 @@ def test_from_parquet_roundtrip(tmp_path):
     sub = BatchReader.from_parquet(path, columns=["row", "seq"], batch_size=300)
     b = next(iter(sub))
     assert set(b) == {"row", "seq"} and b["seq"].shape == (257, 4)
+
+
+def test_episode_reader_support_and_query_are_disjoint_rows_of_one_user():
+    from thawrec.data.reader import EpisodeReader
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 40, 600)
+    users[:1] = 999  # a user with one row cannot form an episode: skipped and counted
+    cols = {"_user": users, "_ts": rng.integers(0, 10**6, 600), "row": np.arange(600)}
+    r = EpisodeReader(cols, users_per_batch=8, n_support=4, n_query=3, seed=1, repeats=2)
+    assert r.users_skipped == 1 and len(r) == -(-40 * 2 // 8)
+    seen = 0
+    for b in r:
+        u = b["_user"].view(-1, 7)
+        rows, mask, q = b["row"].view(-1, 7), b["_mask"].view(-1, 7).bool(), b["_is_query"].view(-1, 7)
+        assert (u == u[:, :1]).all()  # one user per episode, padding included
+        for i in range(len(u)):
+            s_rows, q_rows = set(rows[i][mask[i] & ~q[i]].tolist()), set(rows[i][mask[i] & q[i]].tolist())
+            assert s_rows and q_rows and not s_rows & q_rows
+        seen += len(u)
+    assert seen == 80
+    chrono = EpisodeReader(cols, users_per_batch=64, n_support=4, n_query=3, chronological=True, shuffle=False)
+    b = next(iter(chrono))
+    ts = b["_ts"].view(-1, 7)
+    m = b["_mask"].view(-1, 7).bool()
+    for i in range(len(ts)):  # chronological: every support row is earlier than every query row
+        assert ts[i][:4][m[i][:4]].max() <= ts[i][4:][m[i][4:]].min()

@@ -94,6 +94,12 @@ def bench(
     epochs: int = typer.Option(5),
     batch_size: int = typer.Option(1024),
     device: str = typer.Option("auto"),
+    protocol: str = typer.Option("auto", help="poso: movielens (Table 5), new-users (Table 2), "
+                                              "auto = new-users on the synthetic world, movielens on --data."),
+    sections: str = typer.Option("main,baselines", help="poso: comma list of main, baselines, pc (Table 6), "
+                                                         "mha (Table 7)."),
+    models: Optional[str] = typer.Option(None, help="poso: only these models (comma list; the base is kept)."),
+    synth_interactions: Optional[int] = typer.Option(None, help="Size of the synthetic world when no --data."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a paper's protocol end to end and write results.json, report.md and plots."""
@@ -104,9 +110,15 @@ def bench(
 
     runner = importlib.import_module(f"thawrec.suites.{suite}")
     try:
+        extra = {}
+        if suite == "poso":
+            extra = {"protocol": protocol, "sections": [x.strip() for x in sections.split(",") if x.strip()],
+                     "variants": [x.strip() for x in models.split(",")] if models else None}
+        if synth_interactions:
+            extra["synth"] = {"n_interactions": synth_interactions}
         payload = runner.run(data, out, _seeds(seeds),
                              train={"epochs": epochs, "batch_size": batch_size, "device": device},
-                             command=_command())
+                             command=_command(), **extra)
     except ThawrecError as e:
         _fail(e)
     if suite == "base":

@@ -199,3 +199,93 @@ def write_columns_parquet(columns: dict[str, np.ndarray], path: str | Path, row_
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(arrays), path, row_group_size=row_group_size)
     return path
+
+
+class EpisodeReader:
+    """Batches of per-user *episodes* for meta-learning baselines (MeLU, Meta-Embedding).
+
+    Each epoch every user with at least two rows becomes one episode: up to ``n_support`` support
+    rows and up to ``n_query`` query rows, disjoint, drawn at random from the user's rows
+    (``chronological=True``: the earliest rows are the support, the next ones the query). A batch
+    holds ``users_per_batch`` episodes laid out as ``[U, n_support + n_query]`` rows, flattened to
+    the usual ``dict[str, Tensor]`` plus ``_mask`` (1.0 real row, 0.0 padding) and ``_is_query``.
+    Padding slots repeat one of the user's real rows so every tensor stays valid. Built with one
+    sort and fancy indexing, never a loop over users. ``repeats`` draws that many independent
+    episodes per user per epoch, so an epoch can cover about as many rows as a pass over the data
+    (episodes are small: without it a meta-learner would see a fraction of the rows per epoch).
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], users_per_batch: int = 32, n_support: int = 10,
+                 n_query: int = 10, *, group: str = "_user", shuffle: bool = True, seed: int = 0,
+                 chronological: bool = False, time_col: str = "_ts", repeats: int = 1) -> None:
+        if min(users_per_batch, n_support, n_query, repeats) < 1:
+            raise ConfigError("users_per_batch, n_support, n_query and repeats must be >= 1. "
+                              "Fix: pass positive sizes")
+        self.repeats = int(repeats)
+        for need in (group,) + ((time_col,) if chronological else ()):
+            if need not in columns:
+                raise ConfigError(f"EpisodeReader needs the column '{need}'. Fix: pass FeaturePipeline output")
+        self.columns = {k: _as_batchable(k, v) for k, v in columns.items()}
+        self.group, self.time_col = group, time_col
+        self.users_per_batch, self.n_support, self.n_query = users_per_batch, n_support, n_query
+        self.shuffle, self.seed, self.chronological = shuffle, seed, chronological
+        self.epoch = 0
+        g = self.columns[group]
+        _, counts = np.unique(g, return_counts=True)
+        self.n_episodes = int((counts >= 2).sum())
+        self.users_skipped = int((counts < 2).sum())  # one row cannot be both support and query
+        if self.n_episodes == 0:
+            raise DataError("no user has two or more rows, so no support/query episode can be built",
+                            column=group, fix="use a split where users have several rows")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.n_episodes * self.repeats // self.users_per_batch)
+
+    def episode_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows [E, S+Q], mask [E, S+Q], is_query [S+Q])`` for this epoch, episodes in batch order."""
+        rng = np.random.default_rng(self.seed + self.epoch)
+        draws = [self._draw(rng) for _ in range(self.repeats)]  # a handful of draws, not a loop over users
+        rows, valid = np.concatenate([d[0] for d in draws]), np.concatenate([d[1] for d in draws])
+        if self.shuffle:
+            perm = rng.permutation(len(rows))
+            rows, valid = rows[perm], valid[perm]
+        return rows, valid.astype(np.float32), np.arange(self.n_support + self.n_query) >= self.n_support
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        g = self.columns[self.group]
+        within = self.columns[self.time_col] if self.chronological else rng.random(len(g))
+        order = np.lexsort((np.arange(len(g)), within, g))  # by user, then time (or a random key)
+        gs = g[order]
+        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        counts = np.diff(np.r_[starts, len(gs)])
+        keep = counts >= 2
+        starts, counts = starts[keep], counts[keep]
+        S, Q = self.n_support, self.n_query
+        s = np.minimum(S, -(-counts // 2))  # at most half the rows (rounded up) support the rest
+        q = np.minimum(Q, counts - s)
+        j = np.arange(S + Q)
+        is_query = j >= S
+        offset = np.where(is_query, s[:, None] + (j - S), j)  # [E, S+Q]
+        valid = np.where(is_query, (j - S) < q[:, None], j < s[:, None])
+        return order[starts[:, None] + np.where(valid, offset, 0)], valid
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rows, mask, is_query = self.episode_rows()
+        U = self.users_per_batch
+        for b in range(0, len(rows), U):
+            idx = rows[b:b + U].reshape(-1)
+            batch = {k: torch.from_numpy(np.take(v, idx, axis=0)) for k, v in self.columns.items()}
+            batch["_mask"] = torch.from_numpy(mask[b:b + U].reshape(-1))
+            batch["_is_query"] = torch.from_numpy(np.tile(is_query, len(idx) // len(is_query)))
+            yield batch
+
+
+def episode_width(is_query: torch.Tensor) -> int:
+    """Rows per episode (n_support + n_query) of an EpisodeReader batch, from its ``_is_query``
+    pattern ``[F]*S + [T]*Q`` repeated once per user."""
+    q = is_query.reshape(-1).to(torch.int8)
+    restart = torch.nonzero(q[1:] < q[:-1])  # a query slot followed by the next user's support slot
+    return int(restart[0]) + 1 if len(restart) else q.numel()

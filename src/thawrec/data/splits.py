@@ -252,3 +252,28 @@ def time_window_new_users(inter: pl.DataFrame, window: float = 0.2, valid_frac: 
     parts = _mark_new(_by_part(inter, part))
     return _finish(inter, parts, "time_window_new_users", dict(window=window, valid_frac=valid_frac),
                    dict(cut_ts=cut, cut_test_ts=int(t_test)))
+
+
+def temporal_new_users(inter: pl.DataFrame, valid_frac: float = 0.0625, test_frac: float = 0.125,
+                       new_window: float = 0.2) -> Split:
+    """POSO's industrial protocol (Sec. 5.1: train on 7 days, test on the next): a temporal split,
+    with ``is_new_user`` marking users whose FIRST event lies in the last ``new_window`` of the time
+    range, on every part. Unlike :func:`time_window_new_users`, new users keep their early rows in
+    train, as in production, where they are a small share of the samples ("submerged") rather
+    than absent. ``is_new_item`` marks items first seen in that window the same way (Table 3)."""
+    _check_frac("new_window", new_window)
+    base = temporal_split(inter, valid_frac=valid_frac, test_frac=test_frac, mark_new=False)
+    ts = inter["ts"].to_numpy().astype(np.int64)
+    t0, t1 = int(ts.min()), int(ts.max())
+    cut = t0 + int(np.ceil((1 - new_window) * (t1 - t0)))
+    new_users = inter.group_by("user_id").agg(pl.col("ts").min()).filter(pl.col("ts") >= cut)["user_id"].implode()
+    flags = [pl.col("user_id").is_in(new_users).alias("is_new_user")]
+    if "item_id" in inter.columns:
+        new_items = inter.group_by("item_id").agg(pl.col("ts").min()).filter(pl.col("ts") >= cut)["item_id"].implode()
+        flags.append(pl.col("item_id").is_in(new_items).alias("is_new_item"))
+    parts = {k: df.with_columns(flags) for k, df in base.parts().items()}
+    extra = {k: v for k, v in base.info.items() if k.startswith("cut_")}
+    extra.update(new_user_cut_ts=cut, new_users=int(len(new_users[0])),
+                 train_new_user_share=round(float(parts["train"]["is_new_user"].mean()), 4))
+    return _finish(inter, parts, "temporal_new_users",
+                   dict(valid_frac=valid_frac, test_frac=test_frac, new_window=new_window), extra)

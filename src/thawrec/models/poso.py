@@ -116,8 +116,16 @@ class PosoRanker(RecModel):
                               self.embedding("item_id", batch["item_id"])], dim=1)
         return flat
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        flat = torch.cat([self.embedding.pooled(n, batch[n]) for n in self.flat_fields], dim=1)
+    def encode(self, batch: dict[str, torch.Tensor],
+               overrides: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embeddings + target attention -> (the concatenated activation ``x``, the code ``pc``).
+
+        ``overrides`` replaces a field's pooled embedding ``[B, D]`` (Meta-Embedding and MWUF swap
+        in a generated or warmed user-ID embedding this way).
+        """
+        overrides = overrides or {}
+        flat = torch.cat([overrides[n] if n in overrides else self.embedding.pooled(n, batch[n])
+                          for n in self.flat_fields], dim=1)
         pc = self.personalization_code(batch, flat) if self.pc_dim else None
         parts = [flat]
         for n, att in self.attn.items():
@@ -126,9 +134,19 @@ class PosoRanker(RecModel):
         x = torch.cat(parts, dim=1)
         if self.cfg["pc"] == "all" and pc is not None:
             pc = x
+        return x, pc
+
+    def decide(self, x: torch.Tensor, pc: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The decision layers (MMoE, towers, heads): activation -> logits per task. MeLU adapts
+        exactly these per user."""
         task_inputs = self.mmoe(x, pc)
         logits = {}
         for t, h, tower, head in zip(self.tasks, task_inputs, self.towers, self.heads):
             z = tower(h, pc) if isinstance(tower, PosoMLP) else tower(h)
             logits[t] = head(z).squeeze(-1)
-        return {"logits": logits, "pc": pc}
+        return logits
+
+    def forward(self, batch: dict[str, torch.Tensor],
+                overrides: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        x, pc = self.encode(batch, overrides)
+        return {"logits": self.decide(x, pc), "pc": pc}

@@ -26,12 +26,15 @@ SETTINGS = ("none", "full", "shared_q", "gated_k", "gated_kv")
 def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """q ``[B, H, dh]``, k ``[B, H, L, dh]``, mask ``[B, L]`` (True = real item) -> ``[B, H, L]``.
 
-    A row with an empty sequence (a brand-new user) gets all-zero weights instead of the NaN a
-    softmax over only -inf would give, so it attends to nothing.
+    A row with an empty sequence (a brand-new user) gets all-zero weights, so it attends to
+    nothing. Its scores are set to a finite dummy before the softmax (rather than repairing the
+    NaN a softmax over only -inf gives): no NaN exists anywhere, so even second-order gradients
+    (MeLU, Meta-Embedding) stay finite.
     """
     scores = torch.einsum("bhd,bhld->bhl", q, k) / math.sqrt(q.shape[-1])
-    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
-    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    empty = ~mask.any(dim=-1)[:, None, None]  # [B, 1, 1]
+    scores = scores.masked_fill(~mask[:, None, :], float("-inf")).masked_fill(empty, 0.0)
+    return torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -76,20 +76,22 @@ def train_model(
     task: str = "label",
     tasks: list[str] | None = None,
     resume: bool = False,
+    reader: Any | None = None,
 ) -> TrainedRun:
     """Train with early stopping on a validation metric (``train_cfg.monitor``).
 
     With several ``tasks`` the monitored ``auc`` / ``gauc`` / ``logloss`` are the means over tasks;
-    each task's own values are logged as ``<task>_<metric>``.
+    each task's own values are logged as ``<task>_<metric>``. ``reader`` replaces the shuffled row
+    reader (meta-learning baselines train on per-user episodes from an ``EpisodeReader``).
     """
     tasks = tasks or [task]
     info = tdist.current()  # under torchrun each rank reads its own, equal-sized shard
-    reader = BatchReader(train_cols, batch_size=train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
-                         rank=info.rank, world_size=info.world_size, even_shards=info.enabled)
-    device = resolve_device(train_cfg.device)
+    if reader is None:
+        reader = BatchReader(train_cols, batch_size=train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
+                             rank=info.rank, world_size=info.world_size, even_shards=info.enabled)
 
     def evaluate(m: RecModel) -> dict[str, float]:
-        preds = predict(m, eval_reader(valid_cols, train_cfg.eval_batch_size), device)
+        preds = score_model(m, valid_cols, train_cfg.eval_batch_size, train_cfg.device)
         per = {t: binary_metrics(valid_cols[t], preds[t], valid_cols["_user"]) for t in tasks}
         out = {k: float(np.nanmean([per[t][k] for t in tasks])) for k in ("auc", "gauc", "logloss")}
         if len(tasks) > 1:
@@ -101,7 +103,15 @@ def train_model(
 
 
 def score_model(model: RecModel, cols: dict[str, np.ndarray], batch_size: int, device: str = "auto") -> dict[str, np.ndarray]:
-    return predict(model, eval_reader(cols, batch_size), resolve_device(device))
+    """Probabilities per task for every row of ``cols``, in row order.
+
+    A model that adapts per user at inference (MeLU's local update on a user's earlier rows)
+    defines ``score_columns(cols, batch_size, device)`` and is scored through it instead.
+    """
+    dev = resolve_device(device)
+    if hasattr(model, "score_columns"):
+        return model.score_columns(cols, batch_size, dev)
+    return predict(model, eval_reader(cols, batch_size), dev)
 
 
 def item_popularity_scores(train_cols: dict[str, np.ndarray], cols: dict[str, np.ndarray], task: str = "label",

@@ -1,16 +1,27 @@
-"""`thawrec bench poso`: POSO's MovieLens protocol (Sec. 5.3, Table 5) and module costs (Table 1).
+"""`thawrec bench poso`: POSO's protocols, baselines, ablations and module costs.
 
-Protocol: users split at random (72% train as 100k of 138k in the paper; 10% of those held out
-for early stopping), so every test user is unseen in training. Tasks: Favorite (rating = 5) and
-Satisfied (rating >= 4). List features: the user's past rated movie IDs and past rated tags
-(genres), length 30, strictly earlier than the current rating. Personalization code: bucketized
-accumulated view count. Metric: GAUC per task; the paper reports differences from the base model
-in percentage points. Every number is mean ± std over seeds with a paired t-test against the base
-model.
+Two protocols, one report:
+
+- ``movielens`` (Sec. 5.3, Table 5): users split at random (72% train as 100k of 138k in the
+  paper; 10% of those held out for early stopping), so every test user is unseen in training.
+- ``new-users`` (Sec. 5.1, Table 2): a temporal split (train on the first 13/16 of the rows, the
+  last 1/8 is test, as 7 days then the next); new users = users whose first event lies in the
+  last part of the time range. They keep their early rows in train, where they are a small
+  share of the samples, which is the "submergence" POSO is about. Reported for new and regular
+  users separately.
+
+Tasks: Favorite (rating = 5) and Satisfied (rating >= 4). List features: the user's past rated
+movie IDs and past rated tags (genres), length 30, strictly earlier than the current rating.
+Personalization code: bucketized accumulated view count. Metric: GAUC; the paper reports
+differences from the base model in percentage points. Models: the base model (Fig. 2), the
+baselines of Table 2 on the same base model (MeLU, Meta-Embedding, MWUF), POSO(MLP/MHA/MMoE/All),
+and as extra sections the personalization-code ablation (Table 6, POSO All Combined) and the MHA
+settings (Table 7). Every number is mean ± std over seeds with a paired t-test against the base.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import shlex
 import sys
@@ -23,12 +34,16 @@ import polars as pl
 import torch
 
 from thawrec.data.preprocess import FeatureConfig, FeaturePipeline
-from thawrec.data.reader import BatchReader
-from thawrec.data.splits import by_user_split
-from thawrec.errors import DataError
+from thawrec.data.reader import BatchReader, EpisodeReader
+from thawrec.data.splits import by_user_split, temporal_new_users
+from thawrec.errors import ConfigError, DataError
 from thawrec.eval import report
 from thawrec.eval.complexity import cost_table
 from thawrec.eval.stats import results_rows
+from thawrec.models.base import RecModel
+from thawrec.models.baselines.meta_embedding import MetaEmbedding
+from thawrec.models.baselines.melu import MeLU
+from thawrec.models.baselines.mwuf import MWUF
 from thawrec.models.poso import PosoRanker
 from thawrec.suites.common import binary_metrics, load_world, score_model, train_model
 from thawrec.train.trainer import TrainConfig
@@ -37,13 +52,45 @@ log = logging.getLogger(__name__)
 
 TASKS = ["favorite", "satisfied"]
 BASE = "Base (MHA+MMoE)"
+ALL = "POSO(All Combined)"
 VARIANTS: dict[str, dict[str, Any]] = {
     BASE: {},
     "POSO(MLP)": {"mlp": True},
     "POSO(MHA)": {"mha": "gated_k"},
     "POSO(MMoE)": {"mmoe": True},
-    "POSO(All Combined)": {"mlp": True, "mha": "gated_k", "mmoe": True},
+    ALL: {"mlp": True, "mha": "gated_k", "mmoe": True},
 }
+BASELINES = ["MeLU", "Meta-Embedding", "MWUF"]
+# Table 6: POSO (All Combined) with each personalization code; the AVC row is the main ALL run.
+PC_ABLATION = {"all features (MoE)": "all", "is-new-user": "is_new", "user ID embedding": "user_id",
+               "user ID + item ID embedding": "user_item_id", "Accumulated View Count": "avc"}
+# Table 7: POSO (MHA) from full personalization to the lightest; gated_k is the standard POSO(MHA).
+# (Labels use ';' rather than the paper's ',' so they survive a comma-separated --models list.)
+MHA_SETTINGS = {"Q(i); K(i); V(i); N=4": "full", "Q(i)=Q; K(i); V(i); N=4": "shared_q",
+                "Q(i)=Q; K(i)=G^k*K; V(i); N=4": "gated_k", "Q(i)=Q; K(i)=G^k*K; V(i)=G^v*V": "gated_kv"}
+SECTIONS = ("main", "baselines", "pc", "mha")
+PROTOCOLS = ("auto", "movielens", "new-users")
+
+
+def model_plan(sections: list[str]) -> dict[str, dict[str, Any]]:
+    """Every model a run trains, in training order (the base first: Meta-Embedding builds on it)."""
+    bad = [x for x in sections if x not in SECTIONS]
+    if bad:
+        raise ConfigError(f"unknown section(s) {bad}. Fix: choose from {list(SECTIONS)}")
+    plan: dict[str, dict[str, Any]] = {BASE: {"kind": "poso", "poso": {}}}
+    if "main" in sections:
+        plan.update({v: {"kind": "poso", "poso": p} for v, p in VARIANTS.items()})
+    if "baselines" in sections:
+        plan.update({b: {"kind": b} for b in BASELINES})
+    if "pc" in sections:
+        plan.update({f"PC: {label}": {"kind": "poso", "poso": VARIANTS[ALL], "pc": pc}
+                     for label, pc in PC_ABLATION.items() if pc != "avc"})
+        plan.setdefault(ALL, {"kind": "poso", "poso": VARIANTS[ALL]})
+    if "mha" in sections:
+        plan.update({f"MHA: {label}": {"kind": "poso", "poso": {"mha": m}}
+                     for label, m in MHA_SETTINGS.items() if m != "gated_k"})
+        plan.setdefault("POSO(MHA)", {"kind": "poso", "poso": VARIANTS["POSO(MHA)"]})
+    return plan
 
 
 def add_rating_tasks(inter: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -54,6 +101,36 @@ def add_rating_tasks(inter: pl.DataFrame, source: str) -> pl.DataFrame:
                               satisfied=(pl.col("rating") >= 4).cast(pl.Int8))
 
 
+def _split(inter: pl.DataFrame, protocol: str, test_frac: float):
+    if protocol == "movielens":
+        return by_user_split(inter, test_frac=test_frac, valid_frac=0.1, seed=0)
+    return temporal_new_users(inter)
+
+
+def _episodes(cols: dict[str, np.ndarray], cfg: dict[str, Any], seed: int) -> EpisodeReader:
+    """Per-user episodes; enough per epoch to cover about as many rows as one pass over the data."""
+    S, Q = cfg.get("n_support", 10), cfg.get("n_query", 10)
+    n_users = len(np.unique(cols["_user"]))
+    repeats = max(1, round(len(cols["_user"]) / (n_users * (S + Q))))
+    return EpisodeReader(cols, users_per_batch=cfg.get("users_per_batch", 32), n_support=S, n_query=Q,
+                         seed=seed, repeats=repeats)
+
+
+def build(name: str, spec: dict[str, Any], fm, mcfg: dict[str, Any], base: PosoRanker | None) -> RecModel:
+    kind = spec["kind"]
+    if kind == "poso":
+        return PosoRanker(fm, {**mcfg, "pc": spec.get("pc", mcfg["pc"]), "poso": spec["poso"]})
+    if kind == "MeLU":
+        return MeLU(fm, dict(mcfg))
+    if kind == "MWUF":
+        return MWUF(fm, dict(mcfg))
+    if kind == "Meta-Embedding":
+        if base is None:
+            raise ConfigError("Meta-Embedding needs the trained base model of the same seed. Fix: keep the base in the plan")
+        return MetaEmbedding(copy.deepcopy(base))
+    raise ConfigError(f"unknown model kind '{kind}' for {name}")
+
+
 def run(
     data: str | Path | None,
     out: str | Path,
@@ -62,57 +139,88 @@ def run(
     train: dict[str, Any] | None = None,
     model: dict[str, Any] | None = None,
     variants: list[str] | None = None,
+    sections: list[str] | None = None,
+    protocol: str = "auto",
     test_frac: float = 0.28,
     history_len: int = 30,
     synth: dict[str, Any] | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
+    """Train every planned model for every seed; write results.json, report.md and the figures.
+
+    ``variants`` restricts the plan to those model names (the base is always kept); ``protocol``
+    ``auto`` is ``new-users`` on the synthetic world and ``movielens`` on a real dataset.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{protocol}'. Fix: choose one of {list(PROTOCOLS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ds, name = load_world(data, synth)
+    if protocol == "auto":
+        protocol = "new-users" if data is None else "movielens"
     ds.interactions = add_rating_tasks(ds.interactions, str(data or "synthetic"))
-    split = by_user_split(ds.interactions, test_frac=test_frac, valid_frac=0.1, seed=0)
+    split = _split(ds.interactions, protocol, test_frac)
     pipe = FeaturePipeline(FeatureConfig(
         sequences={"hist_items": ["item_id", history_len], "hist_tags": ["tags", history_len]},
         history_positive_only=False, labels=TASKS,
     )).fit(ds, split.train)
     cols = {p: pipe.transform(ds, getattr(split, p)) for p in ("train", "valid", "test")}
-    names = variants or list(VARIANTS)
+    plan = model_plan(list(sections or ["main", "baselines"]))
+    if variants:
+        unknown = [v for v in variants if v not in plan]
+        if unknown:
+            raise ConfigError(f"unknown model(s) {unknown}. Fix: choose from {list(plan)}")
+        plan = {k: v for k, v in plan.items() if k == BASE or k in variants}
     tcfg_base = {"epochs": 5, "batch_size": 1024, "patience": 2, "monitor": "gauc", **(train or {})}
     mcfg = {"tasks": TASKS, "pc": "avc", **(model or {})}
+    test = cols["test"]
+    groups = ({"test users": np.ones(len(test["_user"]), bool)} if protocol == "movielens" else
+              {"new": test["_is_new"].astype(bool), "regular": ~test["_is_new"].astype(bool)})
 
     records, histories, timing = [], {}, {}
     gate_models: list[PosoRanker] = []
     for seed in seeds:
-        for v in names:
+        trained_base = None
+        for v, spec in plan.items():
             tcfg = TrainConfig.from_dict({**tcfg_base, "seed": seed})
             torch.manual_seed(seed)
-            net = PosoRanker(pipe.feature_map, {**mcfg, "poso": VARIANTS[v]})
-            fit = train_model(net, cols["train"], cols["valid"], tcfg, out / f"seed{seed}" / _slug(v), tasks=TASKS).fit
-            histories[f"{v} seed {seed}"] = fit.history
+            net = build(v, spec, pipe.feature_map, mcfg, trained_base)
+            episodic = spec["kind"] in ("MeLU", "Meta-Embedding")
+            reader = _episodes(cols["train"], net.cfg, seed) if episodic else None
+            fit = train_model(net, cols["train"], cols["valid"], tcfg, out / f"seed{seed}" / _slug(v),
+                              tasks=TASKS, reader=reader).fit
+            if v == BASE:
+                trained_base = net
             if v == "POSO(MHA)":
                 gate_models.append(net)
+            histories[f"{v} seed {seed}"] = fit.history
             timing.setdefault(v, []).append(fit.samples_per_second)
-            preds = score_model(net, cols["test"], tcfg.eval_batch_size, tcfg.device)
-            for t in TASKS:
-                m = binary_metrics(cols["test"][t], preds[t], cols["test"]["_user"])
-                records += [{"model": v, "task": t, "group": "test users", "metric": k, "seed": seed, "value": m[k]}
-                            for k in ("gauc", "auc")]
+            preds = score_model(net, test, tcfg.eval_batch_size, tcfg.device)
+            for g, m in groups.items():
+                for t in TASKS:
+                    vals = binary_metrics(test[t][m], preds[t][m], test["_user"][m])
+                    records += [{"model": v, "task": t, "group": g, "metric": k, "seed": seed, "value": vals[k]}
+                                for k in ("gauc", "auc")]
 
     rows = results_rows(records, baseline=BASE)
-    costs = _costs(pipe.feature_map, cols["train"], mcfg, names)
+    costs = _costs(pipe.feature_map, cols["train"], mcfg, [v for v in VARIANTS if v in plan])
     payload = {
         "suite": "poso", "dataset": name,
-        "protocol": f"POSO Sec. 5.3: split by user ({1 - test_frac:.0%} train), Favorite (rating=5) and "
-                    f"Satisfied (rating>=4), past rated items/tags length {history_len}, PC = AVC, GAUC",
+        "protocol": (f"POSO Sec. 5.3: split by user ({1 - test_frac:.0%} train)" if protocol == "movielens" else
+                     "POSO Sec. 5.1: temporal split (last 1/8 of rows = test), new users = first event in "
+                     "the last 20% of the time range, kept in train")
+                    + f"; Favorite (rating=5) and Satisfied (rating>=4), past rated items/tags length "
+                      f"{history_len}, PC = AVC, GAUC",
+        "protocol_name": protocol, "groups": list(groups), "plan": {k: {kk: vv for kk, vv in v.items()}
+                                                                    for k, v in plan.items()},
         "seeds": list(seeds), "rows": rows, "costs": costs,
         "timing": {"samples_per_second": {v: float(np.mean(s)) for v, s in timing.items()}},
         "split": split.info, "env": report.environment(tcfg_base.get("device", "auto")),
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "wall_seconds": time.perf_counter() - t0,
     }
-    if "POSO(MHA)" in names:
+    if gate_models:
         payload["value_gates"] = plot_value_gates(gate_models, out / "fig4_value_gates.png")
     report.write_results(out / "results.json", payload)
     report.plot_training_curves(histories, out / "training_curves.png", metric="valid_gauc")
@@ -171,30 +279,54 @@ def plot_value_gates(models: list[PosoRanker], path: Path) -> dict[str, Any]:
     return {"per_seed": [g.tolist() for g in gates]}
 
 
+def _delta_cells(idx: dict, model: str, group: str, task: str) -> list[str]:
+    r, b = idx[(model, task, group)], idx[(BASE, task, group)]
+    return [f"{(r['mean'] - b['mean']) * 100:+.3f}", report.fmt_p(r["p_value"])]
+
+
+def _delta_table(idx: dict, models: list[tuple[str, str]], groups: list[str]) -> str:
+    """Rows = (label, model); columns = Δ pp and p per group and task (the paper's Table 2 / 6 / 7)."""
+    head = ["method"] + [f"{g} {t} {c}" for g in groups for t in TASKS for c in ("Δ pp", "p")]
+    body = [[label] + [c for g in groups for t in TASKS for c in _delta_cells(idx, m, g, t)]
+            for label, m in models if all((m, t, g) in idx for t in TASKS for g in groups)]
+    return report.markdown_table(head, body)
+
+
 def render(payload: dict[str, Any]) -> str:
     rows = [r for r in payload["rows"] if r["metric"] == "gauc"]
-    base = {r["task"]: r for r in rows if r["model"] == BASE}
+    idx = {(r["model"], r["task"], r["group"]): r for r in rows}
+    groups = payload.get("groups", ["test users"])
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    movielens = payload.get("protocol_name", "movielens") == "movielens"
     lines = [f"# thawrec bench poso — {payload['dataset']}", "", f"Protocol: {payload['protocol']}. "
-             f"Seeds: {payload['seeds']}. Test users never appear in training.", "",
-             "## Table 5 style: GAUC on test users (mean ± std; Δ = difference from the base model in "
-             "percentage points; p = paired t-test over seeds)", ""]
-    body = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        cells = [model]
-        for t in TASKS:
-            r = next(x for x in rows if x["model"] == model and x["task"] == t)
-            diff = (r["mean"] - base[t]["mean"]) * 100
-            cells += [report.fmt_mean_std(r["mean"], r["std"]),
-                      "–" if model == BASE else f"{diff:+.3f}", report.fmt_p(r["p_value"])]
-        body.append(cells)
-    lines.append(report.markdown_table(["model"] + [f"{t} {c}" for t in TASKS for c in ("GAUC", "Δ pp", "p")], body))
+             f"Seeds: {payload['seeds']}. Split: " + ", ".join(
+                 f"{k} {v:,}" for k, v in payload["split"].items() if isinstance(v, int) and "rows" in k) + ".", ""]
+    title = ("Table 5 style: GAUC on test users, all unseen in training" if movielens else
+             "Table 2 style: GAUC by user group")
+    lines += [f"## {title} (mean ± std; Δ = difference from the base model in percentage points; "
+              "p = paired t-test over seeds)", ""]
+    main = [m for m in models if not m.startswith(("PC: ", "MHA: "))]
+    lines.append(report.markdown_table(
+        ["model"] + [f"{g} {t} GAUC" for g in groups for t in TASKS],
+        [[m] + [report.fmt_mean_std(idx[(m, t, g)]["mean"], idx[(m, t, g)]["std"]) for g in groups for t in TASKS]
+         for m in main]))
+    lines += ["", _delta_table(idx, [(m, m) for m in main if m != BASE], groups)]
+    focus = [g for g in groups if g != "regular"][:1]  # the paper shows Tables 6-7 on new users
+    if any(m.startswith("PC: ") for m in models):
+        pcs = [(label, ALL if pc == "avc" else f"PC: {label}") for label, pc in PC_ABLATION.items()]
+        lines += ["", f"## Table 6 style: personalization code of POSO (All Combined), {focus[0]} users, Δ pp "
+                  "vs the base model", "", _delta_table(idx, pcs, focus)]
+    if any(m.startswith("MHA: ") for m in models):
+        mha = [(label, "POSO(MHA)" if m == "gated_k" else f"MHA: {label}") for label, m in MHA_SETTINGS.items()]
+        lines += ["", f"## Table 7 style: POSO (MHA) settings, {focus[0]} users, Δ pp vs the base model", "",
+                  _delta_table(idx, mha, focus)]
     lines += ["", "## Table 1 style: parameters and FLOPs per sample (embedding tables excluded)", ""]
     lines.append(report.markdown_table(
         ["model", "module", "#params", "#FLOPs/sample"],
         [[c["model"], c["module"], f"{c['params']:,}", f"{c['flops_per_sample']:,.0f}"] for c in payload["costs"]]))
     sps = payload["timing"]["samples_per_second"]
     if BASE in sps:
-        lines += ["", "## Training throughput (same run)", "",
+        lines += ["", "## Training throughput (same run; episodic baselines count support + query rows)", "",
                   report.markdown_table(["model", "samples/s", "vs base"],
                                         [[v, f"{s:,.0f}", f"{s / sps[BASE]:.2f}x"] for v, s in sps.items()])]
     if "value_gates" in payload:
