@@ -109,13 +109,15 @@ def test_bench_poso_new_users_protocol_with_ablations(tiny_world, tmp_path):
     """Table 2 (new vs regular users), Table 6 (codes) and Table 7 (MHA settings) in one report."""
     out = tmp_path / "poso_new"
     res = invoke("bench", "poso", "--data", tiny_world, "--protocol", "new-users", "--seeds", 2, "--epochs", 1,
-                 "--out", out, "--sections", "pc,mha", "--models",
-                 "PC: is-new-user,POSO(All Combined),MHA: Q(i); K(i); V(i); N=4,POSO(MHA)")
+                 "--out", out, "--sections", "pc,mha,items", "--models",
+                 "PC: is-new-user,POSO(All Combined),MHA: Q(i); K(i); V(i); N=4,POSO(MHA),item-age PC: POSO(MMoE)")
     assert res.exit_code == 0, res.output
     payload = json.loads((out / "results.json").read_text())
     assert payload["protocol_name"] == "new-users" and payload["split"]["train_new_user_rows"] > 0
-    assert {r["group"] for r in payload["rows"]} == {"new", "regular"}
+    assert {"new", "regular"} <= {r["group"] for r in payload["rows"]}
     text = (out / "report.md").read_text()
     assert "Table 2 style" in text and "Table 6 style" in text and "Table 7 style" in text
+    assert "Table 3 style" in text and "| item-age PC: POSO(MMoE) |" in text
+    assert {"new items", "regular items"} <= {r["group"] for r in payload["rows"]}
     row = next(r for r in payload["rows"] if r["model"] == "PC: is-new-user" and r["group"] == "new")
     assert row["baseline"] == "Base (MHA+MMoE)" and len(row["values"]) == 2

@@ -297,3 +297,19 @@ def test_extra_label_columns_are_never_features():
     assert "fav" not in pipe.feature_map and "label" not in pipe.feature_map
     cols = pipe.transform(ds, ds.interactions)
     assert cols["fav"].dtype.kind == "f"
+
+
+def test_item_age_is_days_since_the_items_first_event_bucketized():
+    from thawrec.data.synthetic import SynthConfig, generate
+
+    ds, _ = generate(SynthConfig(n_users=300, n_items=100, n_interactions=6000, seed=5))
+    inter = ds.interactions
+    pipe = FeaturePipeline(FeatureConfig(item_age_days=[1, 7, 30])).fit(ds, inter)
+    cols = pipe.transform(ds, inter)
+    assert pipe.feature_map["item_age"].vocab_size == 5
+    first = inter.group_by("item_id").agg(pl.col("ts").min().alias("born"))
+    born = inter.join(first, on="item_id", how="left")["born"].to_numpy()
+    expect = (inter["ts"].to_numpy() - born) // 86_400
+    np.testing.assert_array_equal(cols["_item_age_days"], expect)
+    np.testing.assert_array_equal(cols["item_age"], np.searchsorted([1, 7, 30], expect, side="right") + 1)
+    assert "item_age" not in FeaturePipeline().fit(ds, inter).feature_map  # only when asked for

@@ -120,6 +120,7 @@ class FeatureConfig:
     item_multihot: list[str] = field(default_factory=lambda: ["tags"])
     user_multihot: list[str] | None = None  # None: ["apps"] if present
     avc_boundaries: list[int] = field(default_factory=lambda: list(DEFAULT_AVC))
+    item_age_days: list[int] | None = None  # bucket boundaries in days: adds the "item_age" feature
     labels: list[str] = field(default_factory=lambda: ["label"])
     mask_new_behaviour: bool = False
     item_multihot_cap: int = 16
@@ -306,6 +307,8 @@ class FeaturePipeline:
         for f in ctx:
             fm.add(FeatureSpec(f, "categorical", "interactions", self.vocabs[f].size))
         fm.add(FeatureSpec("avc", "categorical", "interactions", len(self.cfg.avc_boundaries) + 2))
+        if self.cfg.item_age_days:
+            fm.add(FeatureSpec("item_age", "categorical", "interactions", len(self.cfg.item_age_days) + 2))
         for f in s["user_multihot"]:
             fm.add(FeatureSpec(f, "multihot", "users", self.vocabs[f].size, max_len=s["max_lens"][f]))
         for f in s["item_multihot"]:
@@ -338,6 +341,8 @@ class FeaturePipeline:
         _, avc = HistoryIndex(h_user, h_ts).past(x["user"], x["ts"])
         avc = np.where(masked, 0, avc).astype(np.int64)
         out["avc"] = bucketize(avc, cfg.avc_boundaries)
+        if cfg.item_age_days:
+            out["item_age"], out["_item_age_days"] = self._item_age(inter, x["item"], x["ts"])
 
         for table, fields, rows in ((ds.users, s["user_multihot"], x["urow"]),
                                     (ds.items, s["item_multihot"], x["irow"])):
@@ -358,12 +363,24 @@ class FeaturePipeline:
             out[lab] = frame[lab].to_numpy().astype(np.float32)
         out["_user"], out["_item"], out["_ts"], out["_avc"], out["_is_new"] = (
             x["user"].copy(), x["item"].copy(), x["ts"].copy(), avc, is_new)
+        if "is_new_item" in frame.columns:
+            out["_is_new_item"] = frame["is_new_item"].fill_null(False).to_numpy().astype(bool)
         self.last_stats = dict(rows=n, rows_unknown_user_table=x["n_missing_user"],
                                rows_unknown_item_table=x["n_missing_item"], rows_masked=int(masked.sum()))
         if x["n_missing_user"] or x["n_missing_item"]:
             log.warning("%d rows have no users row and %d no items row: their attributes are 'missing' (0)",
                         x["n_missing_user"], x["n_missing_item"])
         return out
+
+    def _item_age(self, inter: pl.DataFrame, item: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Item age at each row (POSO Sec. 4.5's video age), in days since the item's first event in
+        the log (its upload, as far as the data can tell); bucketized by ``item_age_days``."""
+        first = inter.group_by("item_id").agg(pl.col("ts").min())
+        ids = first["item_id"].to_numpy().astype(np.int64)
+        row = _row_lookup(ids, item)
+        born = np.where(row >= 0, first["ts"].to_numpy().astype(np.int64)[np.clip(row, 0, None)], ts)
+        days = np.maximum(ts - born, 0) // 86_400
+        return bucketize(days, self.cfg.item_age_days), days
 
     def _sequences(self, ds: Dataset, x: dict[str, Any], masked: np.ndarray) -> dict[str, np.ndarray]:
         inter = ds.interactions

@@ -68,7 +68,10 @@ PC_ABLATION = {"all features (MoE)": "all", "is-new-user": "is_new", "user ID em
 # (Labels use ';' rather than the paper's ',' so they survive a comma-separated --models list.)
 MHA_SETTINGS = {"Q(i); K(i); V(i); N=4": "full", "Q(i)=Q; K(i); V(i); N=4": "shared_q",
                 "Q(i)=Q; K(i)=G^k*K; V(i); N=4": "gated_k", "Q(i)=Q; K(i)=G^k*K; V(i)=G^v*V": "gated_kv"}
-SECTIONS = ("main", "baselines", "pc", "mha")
+# Table 3: item cold start, the same modules with item age as the personalization code (Sec. 4.5).
+ITEM_PC = {f"item-age PC: {v}": VARIANTS[v] for v in ("POSO(MLP)", "POSO(MHA)", "POSO(MMoE)", ALL)}
+ITEM_AGE_DAYS = [1, 2, 4, 7, 14, 30, 60, 120, 365]
+SECTIONS = ("main", "baselines", "pc", "mha", "items")
 PROTOCOLS = ("auto", "movielens", "new-users")
 
 
@@ -90,6 +93,8 @@ def model_plan(sections: list[str]) -> dict[str, dict[str, Any]]:
         plan.update({f"MHA: {label}": {"kind": "poso", "poso": {"mha": m}}
                      for label, m in MHA_SETTINGS.items() if m != "gated_k"})
         plan.setdefault("POSO(MHA)", {"kind": "poso", "poso": VARIANTS["POSO(MHA)"]})
+    if "items" in sections:
+        plan.update({name: {"kind": "poso", "poso": p, "pc": "item_age"} for name, p in ITEM_PC.items()})
     return plan
 
 
@@ -161,12 +166,17 @@ def run(
         protocol = "new-users" if data is None else "movielens"
     ds.interactions = add_rating_tasks(ds.interactions, str(data or "synthetic"))
     split = _split(ds.interactions, protocol, test_frac)
+    sections = list(sections or ["main", "baselines"])
+    if "items" in sections and protocol == "movielens":
+        raise ConfigError("the item cold-start section (Table 3) needs new and regular items in the test "
+                          "period. Fix: use --protocol new-users")
     pipe = FeaturePipeline(FeatureConfig(
         sequences={"hist_items": ["item_id", history_len], "hist_tags": ["tags", history_len]},
         history_positive_only=False, labels=TASKS,
+        item_age_days=ITEM_AGE_DAYS if "items" in sections else None,
     )).fit(ds, split.train)
     cols = {p: pipe.transform(ds, getattr(split, p)) for p in ("train", "valid", "test")}
-    plan = model_plan(list(sections or ["main", "baselines"]))
+    plan = model_plan(sections)
     if variants:
         unknown = [v for v in variants if v not in plan]
         if unknown:
@@ -177,6 +187,8 @@ def run(
     test = cols["test"]
     groups = ({"test users": np.ones(len(test["_user"]), bool)} if protocol == "movielens" else
               {"new": test["_is_new"].astype(bool), "regular": ~test["_is_new"].astype(bool)})
+    item_groups = ({"new items": test["_is_new_item"], "regular items": ~test["_is_new_item"]}
+                   if "items" in sections else {})
 
     records, histories, timing = [], {}, {}
     gate_models: list[PosoRanker] = []
@@ -197,7 +209,7 @@ def run(
             histories[f"{v} seed {seed}"] = fit.history
             timing.setdefault(v, []).append(fit.samples_per_second)
             preds = score_model(net, test, tcfg.eval_batch_size, tcfg.device)
-            for g, m in groups.items():
+            for g, m in {**groups, **item_groups}.items():
                 for t in TASKS:
                     vals = binary_metrics(test[t][m], preds[t][m], test["_user"][m])
                     records += [{"model": v, "task": t, "group": g, "metric": k, "seed": seed, "value": vals[k]}
@@ -212,7 +224,7 @@ def run(
                      "the last 20% of the time range, kept in train")
                     + f"; Favorite (rating=5) and Satisfied (rating>=4), past rated items/tags length "
                       f"{history_len}, PC = AVC, GAUC",
-        "protocol_name": protocol, "groups": list(groups), "plan": {k: {kk: vv for kk, vv in v.items()}
+        "protocol_name": protocol, "groups": list(groups), "item_groups": list(item_groups), "plan": {k: {kk: vv for kk, vv in v.items()}
                                                                     for k, v in plan.items()},
         "seeds": list(seeds), "rows": rows, "costs": costs,
         "timing": {"samples_per_second": {v: float(np.mean(s)) for v, s in timing.items()}},
@@ -305,7 +317,7 @@ def render(payload: dict[str, Any]) -> str:
              "Table 2 style: GAUC by user group")
     lines += [f"## {title} (mean ± std; Δ = difference from the base model in percentage points; "
               "p = paired t-test over seeds)", ""]
-    main = [m for m in models if not m.startswith(("PC: ", "MHA: "))]
+    main = [m for m in models if not m.startswith(("PC: ", "MHA: ", "item-age PC: "))]
     lines.append(report.markdown_table(
         ["model"] + [f"{g} {t} GAUC" for g in groups for t in TASKS],
         [[m] + [report.fmt_mean_std(idx[(m, t, g)]["mean"], idx[(m, t, g)]["std"]) for g in groups for t in TASKS]
@@ -320,6 +332,11 @@ def render(payload: dict[str, Any]) -> str:
         mha = [(label, "POSO(MHA)" if m == "gated_k" else f"MHA: {label}") for label, m in MHA_SETTINGS.items()]
         lines += ["", f"## Table 7 style: POSO (MHA) settings, {focus[0]} users, Δ pp vs the base model", "",
                   _delta_table(idx, mha, focus)]
+    if payload.get("item_groups"):
+        items = [(m, m) for m in models if m.startswith("item-age PC: ")]
+        lines += ["", "## Table 3 style: item cold start, item age as the personalization code, Δ pp vs the "
+                  "base model (new items = first event in the last 20% of the time range)", "",
+                  _delta_table(idx, items, payload["item_groups"])]
     lines += ["", "## Table 1 style: parameters and FLOPs per sample (embedding tables excluded)", ""]
     lines.append(report.markdown_table(
         ["model", "module", "#params", "#FLOPs/sample"],
