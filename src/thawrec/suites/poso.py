@@ -39,7 +39,7 @@ from thawrec.data.splits import by_user_split, temporal_new_users
 from thawrec.errors import ConfigError, DataError
 from thawrec.eval import report
 from thawrec.eval.complexity import cost_table
-from thawrec.eval.stats import results_rows
+from thawrec.eval.stats import paired_ttest, results_rows
 from thawrec.models.base import RecModel
 from thawrec.models.baselines.meta_embedding import MetaEmbedding
 from thawrec.models.baselines.melu import MeLU
@@ -304,6 +304,21 @@ def _delta_table(idx: dict, models: list[tuple[str, str]], groups: list[str]) ->
     return report.markdown_table(head, body)
 
 
+def _versus_baselines(idx: dict, group: str) -> str:
+    """Each POSO variant against each Table 2 baseline on one user group: Δ pp (paired p over seeds)."""
+    posos = [v for v in VARIANTS if v != BASE and (v, TASKS[0], group) in idx]
+    bases = [b for b in BASELINES if (b, TASKS[0], group) in idx]
+    body = []
+    for v in posos:
+        cells = [v]
+        for b in bases:
+            for t in TASKS:
+                r, o = idx[(v, t, group)], idx[(b, t, group)]
+                cells.append(f"{(r['mean'] - o['mean']) * 100:+.3f} ({report.fmt_p(paired_ttest(r['values'], o['values']))})")
+        body.append(cells)
+    return report.markdown_table(["POSO variant"] + [f"vs {b} {t}" for b in bases for t in TASKS], body)
+
+
 def render(payload: dict[str, Any]) -> str:
     rows = [r for r in payload["rows"] if r["metric"] == "gauc"]
     idx = {(r["model"], r["task"], r["group"]): r for r in rows}
@@ -324,13 +339,17 @@ def render(payload: dict[str, Any]) -> str:
          for m in main]))
     lines += ["", _delta_table(idx, [(m, m) for m in main if m != BASE], groups)]
     focus = [g for g in groups if g != "regular"][:1]  # the paper shows Tables 6-7 on new users
+    who = focus[0] if focus[0].endswith("users") else f"{focus[0]} users"
+    if any(m in BASELINES for m in models):
+        lines += ["", f"### POSO against each baseline, {who}: Δ pp (paired t-test p over seeds)", "",
+                  _versus_baselines(idx, focus[0])]
     if any(m.startswith("PC: ") for m in models):
         pcs = [(label, ALL if pc == "avc" else f"PC: {label}") for label, pc in PC_ABLATION.items()]
-        lines += ["", f"## Table 6 style: personalization code of POSO (All Combined), {focus[0]} users, Δ pp "
+        lines += ["", f"## Table 6 style: personalization code of POSO (All Combined), {who}, Δ pp "
                   "vs the base model", "", _delta_table(idx, pcs, focus)]
     if any(m.startswith("MHA: ") for m in models):
         mha = [(label, "POSO(MHA)" if m == "gated_k" else f"MHA: {label}") for label, m in MHA_SETTINGS.items()]
-        lines += ["", f"## Table 7 style: POSO (MHA) settings, {focus[0]} users, Δ pp vs the base model", "",
+        lines += ["", f"## Table 7 style: POSO (MHA) settings, {who}, Δ pp vs the base model", "",
                   _delta_table(idx, mha, focus)]
     if payload.get("item_groups"):
         items = [(m, m) for m in models if m.startswith("item-age PC: ")]
