@@ -189,6 +189,10 @@ def run(
               {"new": test["_is_new"].astype(bool), "regular": ~test["_is_new"].astype(bool)})
     item_groups = ({"new items": test["_is_new_item"], "regular items": ~test["_is_new_item"]}
                    if "items" in sections else {})
+    group_rows = {g: int(m.sum()) for g, m in {**groups, **item_groups}.items()}
+    if item_groups and group_rows["new items"] < 1000:
+        log.warning("only %d test rows of new items: Table 3's new-item column will be noisy or undefined",
+                    group_rows["new items"])
 
     records, histories, timing = [], {}, {}
     gate_models: list[PosoRanker] = []
@@ -224,7 +228,8 @@ def run(
                      "the last 20% of the time range, kept in train")
                     + f"; Favorite (rating=5) and Satisfied (rating>=4), past rated items/tags length "
                       f"{history_len}, PC = AVC, GAUC",
-        "protocol_name": protocol, "groups": list(groups), "item_groups": list(item_groups), "plan": {k: {kk: vv for kk, vv in v.items()}
+        "protocol_name": protocol, "groups": list(groups), "item_groups": list(item_groups),
+        "group_rows": group_rows, "plan": {k: {kk: vv for kk, vv in v.items()}
                                                                     for k, v in plan.items()},
         "seeds": list(seeds), "rows": rows, "costs": costs,
         "timing": {"samples_per_second": {v: float(np.mean(s)) for v, s in timing.items()}},
@@ -293,7 +298,10 @@ def plot_value_gates(models: list[PosoRanker], path: Path) -> dict[str, Any]:
 
 def _delta_cells(idx: dict, model: str, group: str, task: str) -> list[str]:
     r, b = idx[(model, task, group)], idx[(BASE, task, group)]
-    return [f"{(r['mean'] - b['mean']) * 100:+.3f}", report.fmt_p(r["p_value"])]
+    diff = (r["mean"] - b["mean"]) * 100
+    if not np.isfinite(diff):  # GAUC undefined: no test user of this group has both classes
+        return ["n/a", "–"]
+    return [f"{diff:+.3f}", report.fmt_p(r["p_value"])]
 
 
 def _delta_table(idx: dict, models: list[tuple[str, str]], groups: list[str]) -> str:
@@ -301,7 +309,7 @@ def _delta_table(idx: dict, models: list[tuple[str, str]], groups: list[str]) ->
     head = ["method"] + [f"{g} {t} {c}" for g in groups for t in TASKS for c in ("Δ pp", "p")]
     body = [[label] + [c for g in groups for t in TASKS for c in _delta_cells(idx, m, g, t)]
             for label, m in models if all((m, t, g) in idx for t in TASKS for g in groups)]
-    return report.markdown_table(head, body)
+    return report.markdown_table(head, body) if body else "(no models in this section)"
 
 
 def _versus_baselines(idx: dict, group: str) -> str:
@@ -353,8 +361,10 @@ def render(payload: dict[str, Any]) -> str:
                   _delta_table(idx, mha, focus)]
     if payload.get("item_groups"):
         items = [(m, m) for m in models if m.startswith("item-age PC: ")]
+        n = payload.get("group_rows", {})
         lines += ["", "## Table 3 style: item cold start, item age as the personalization code, Δ pp vs the "
-                  "base model (new items = first event in the last 20% of the time range)", "",
+                  "base model (new items = first event in the last 20% of the time range; test rows: "
+                  + ", ".join(f"{g} {n.get(g, 0):,}" for g in payload["item_groups"]) + ")", "",
                   _delta_table(idx, items, payload["item_groups"])]
     lines += ["", "## Table 1 style: parameters and FLOPs per sample (embedding tables excluded)", ""]
     lines.append(report.markdown_table(
