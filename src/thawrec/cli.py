@@ -124,7 +124,7 @@ def bench(
     if suite == "base":
         _print_rows(payload)
     else:
-        console.print((out / "report.md").read_text())
+        console.print((out / "report.md").read_text(), soft_wrap=True, markup=False)
     console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}")
 
 

@@ -1,0 +1,35 @@
+"""The POSO suite's plan and report logic (the end-to-end runs are in test_cli.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from thawrec.errors import ConfigError
+from thawrec.suites import poso
+
+
+def test_plan_trains_the_base_first_and_reuses_the_main_runs_in_ablations():
+    plan = poso.model_plan(["baselines", "pc", "mha"])
+    names = list(plan)
+    assert names[0] == poso.BASE  # Meta-Embedding builds on the trained base of the same seed
+    assert poso.ALL in plan and "POSO(MHA)" in plan  # the AVC / gated_k rows of Tables 6 and 7
+    assert "PC: Accumulated View Count" not in plan and not any("G^k*K; V(i); N=4" in n for n in names)
+    assert {plan[b]["kind"] for b in poso.BASELINES} == set(poso.BASELINES)
+    assert all(plan[f"PC: {label}"]["pc"] == pc for label, pc in poso.PC_ABLATION.items() if pc != "avc")
+    with pytest.raises(ConfigError, match="unknown section"):
+        poso.model_plan(["tables"])
+
+
+def test_items_section_needs_the_new_users_protocol(tmp_path):
+    with pytest.raises(ConfigError, match="new-users"):
+        poso.run(None, tmp_path, [0], sections=["items"], protocol="movielens",
+                 synth={"n_users": 200, "n_items": 100, "n_interactions": 3000})
+
+
+def test_undefined_gauc_is_reported_as_na_not_nan():
+    idx = {(poso.BASE, "favorite", "new items"): {"mean": float("nan"), "p_value": None},
+           ("X", "favorite", "new items"): {"mean": float("nan"), "p_value": None},
+           (poso.BASE, "favorite", "new"): {"mean": 0.70, "p_value": None},
+           ("X", "favorite", "new"): {"mean": 0.71, "p_value": 0.04}}
+    assert poso._delta_cells(idx, "X", "new items", "favorite") == ["n/a", "–"]
+    assert poso._delta_cells(idx, "X", "new", "favorite")[0] == "+1.000"
