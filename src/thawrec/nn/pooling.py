@@ -1,0 +1,31 @@
+"""Pooling a set of embeddings into one vector.
+
+``AdditiveAttentionPooling`` is MAIL's feature-weighting attention (Eq. 1-2):
+``e_i = z^T tanh(W a_i + b)``, ``alpha = softmax(e)``, ``h = sum_i alpha_i a_i``. A mask lets it
+pool padded behaviour sequences; a row with nothing to pool gives the zero vector (a new user).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AdditiveAttentionPooling(nn.Module):
+    def __init__(self, dim: int, attn_dim: int = 32) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, attn_dim)  # W, b
+        self.z = nn.Linear(attn_dim, 1, bias=False)  # z
+
+    def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, n, d]`` (+ mask ``[B, n]``, True = real) -> attention weights ``[B, n]``."""
+        e = self.z(torch.tanh(self.proj(x))).squeeze(-1)
+        if mask is None:
+            return torch.softmax(e, dim=-1)
+        empty = ~mask.any(dim=-1, keepdim=True)
+        e = e.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)  # finite everywhere: no NaN
+        return torch.softmax(e, dim=-1).masked_fill(empty, 0.0)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, n, d] -> [B, d]``."""
+        return torch.einsum("bn,bnd->bd", self.weights(x, mask), x)
