@@ -7,10 +7,14 @@ from typing import Any
 from thawrec.data.schema import FeatureMap
 from thawrec.errors import ConfigError
 from thawrec.models.base import RecModel
+from thawrec.models.baselines.melu import MeLU
+from thawrec.models.baselines.mwuf import MWUF
+from thawrec.models.mail import MAIL
 from thawrec.models.poso import PosoRanker
 from thawrec.models.rankers.base_dnn import BaseDNN
 
-MODELS: dict[str, type[RecModel]] = {"base_dnn": BaseDNN, "poso": PosoRanker}
+MODELS: dict[str, type[RecModel]] = {"base_dnn": BaseDNN, "poso": PosoRanker, "mail": MAIL, "melu": MeLU,
+                                     "mwuf": MWUF}
 
 
 def register_model(name: str, cls: type[RecModel]) -> None:

@@ -239,8 +239,13 @@ class Trainer:
         """Each set of groups gets gradients of its own objective only (e.g. MAIL's G_A / G_B)."""
         keys = list(by_loss)
         for j, key in enumerate(keys):
-            loss = total_loss if key is None else sum(terms[t] for t in key)
             params = [p for i in by_loss[key] for p in groups[i]["params"]]
+            present = [terms[t] for t in key if t in terms] if key is not None else [total_loss]
+            if not present:  # e.g. MAIL's zero-shot loss on a batch without any old user: no step
+                for p in params:
+                    p.grad = None
+                continue
+            loss = sum(present)
             grads = torch.autograd.grad(loss, params, retain_graph=j < len(keys) - 1, allow_unused=True)
             for p, g in zip(params, grads):
                 p.grad = g

@@ -47,12 +47,16 @@ class BaseDNN(RecModel):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenated field vectors ``[B, F*D (+ dense)]`` (the input of the MLP)."""
-        parts = [self.embedding.pooled(n, batch[n]) for n in self.fields]
+    def represent(self, batch: dict[str, torch.Tensor],
+                  overrides: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Concatenated field vectors ``[B, F*D (+ dense)]`` (the input of the MLP). ``overrides``
+        replaces a field's pooled vector (MAIL feeds new users' generated behaviour this way)."""
+        overrides = overrides or {}
+        parts = [overrides[n] if n in overrides else self.embedding.pooled(n, batch[n]) for n in self.fields]
         parts += [batch[n].float().reshape(len(batch[n]), -1) for n in self.dense_fields]
         return torch.cat(parts, dim=1)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        logits = self.heads(self.mlp(self.represent(batch)))
+    def forward(self, batch: dict[str, torch.Tensor],
+                overrides: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        logits = self.heads(self.mlp(self.represent(batch, overrides)))
         return {"logits": {t: logits[:, i] for i, t in enumerate(self.tasks)}}

@@ -1,0 +1,116 @@
+"""MAIL: two towers, two optimizers; the zero-shot loss never touches the embedding table."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from thawrec.data.preprocess import FeatureConfig, FeaturePipeline
+from thawrec.data.reader import BatchReader
+from thawrec.data.splits import mask_new_users, temporal_split
+from thawrec.data.synthetic import SynthConfig, generate
+from thawrec.errors import ConfigError
+from thawrec.models.mail import MAIL
+from thawrec.suites.common import score_model, train_model
+from thawrec.train.trainer import TrainConfig
+
+SMALL = {"encoder": [32, 16], "hidden_dim": 16, "decoder": [16, 32], "attn_dim": 8,
+         "ranker": {"embedding_dim": 8, "hidden": [32, 16]}}
+
+
+@pytest.fixture(scope="module")
+def world():
+    ds, _ = generate(SynthConfig(n_users=400, n_items=200, n_interactions=12000, seed=6))
+    split = mask_new_users(temporal_split(ds.interactions, valid_frac=0.1, test_frac=0.125), frac=0.4, seed=0)
+    pipe = FeaturePipeline(FeatureConfig(sequences={"hist_items": ["item_id", 20]}, mask_new_behaviour=True))
+    pipe.fit(ds, split.train)
+    return pipe.feature_map, {p: pipe.transform(ds, getattr(split, p)) for p in ("train", "valid", "test")}
+
+
+def _batch(cols, n=256):
+    return next(iter(BatchReader(cols, batch_size=n)))
+
+
+def test_zero_shot_loss_leaves_the_embedding_table_unchanged(world, monkeypatch):
+    fm, cols = world
+    torch.manual_seed(0)
+    model = MAIL(fm, SMALL)
+    table0 = copy.deepcopy(model.ranker.embedding.state_dict())
+    zst0 = [p.detach().clone() for m in model.zero_shot_modules() for p in m.parameters()]
+    only_zst = lambda batch, out: {k: v for k, v in MAIL.compute_loss(model, batch, out).items()  # noqa: E731
+                                   if k.startswith("zst_")}
+    monkeypatch.setattr(model, "compute_loss", only_zst)
+    train_model(model, cols["train"], cols["valid"], TrainConfig(epochs=1, progress=False), None)
+    for k, v in model.ranker.embedding.state_dict().items():
+        assert torch.equal(v, table0[k]), k  # G_A stepped, the table did not move
+    after = [p for m in model.zero_shot_modules() for p in m.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(zst0, after))
+
+
+def test_ranking_loss_never_steps_the_zero_shot_tower(world):
+    fm, cols = world
+    model = MAIL(fm, SMALL)
+    groups = model.param_groups()
+    zst = next(g for g in groups if g["name"] == "zero_shot")
+    assert zst["loss"] == ["zst_a", "zst_v", "zst_mmd"]
+    assert all(g["loss"] == ["rt_bce_label"] for g in groups if g["name"] != "zero_shot")
+    zst_ids = {id(p) for p in zst["params"]}
+    emb_ids = {id(p) for p in model.ranker.embedding.parameters()}
+    assert not zst_ids & emb_ids and all(id(p) in zst_ids | {id(q) for g in groups for q in g["params"]}
+                                         for p in model.parameters())
+
+
+def test_new_users_get_virtual_behaviour_and_old_users_their_own(world):
+    fm, cols = world
+    torch.manual_seed(0)
+    model = MAIL(fm, SMALL).eval()
+    batch = _batch(cols["test"], 512)
+    new = ~(batch["hist_items"] > 0).any(1)
+    assert new.any() and (~new).any()
+    v_o = model.virtual_behaviour(batch)[new]
+    assert v_o.abs().sum(1).min() > 0  # differs from the zero vector an empty history would pool to
+    with torch.no_grad():
+        out = model(batch)["logits"]["label"]
+        plain = model.ranker(batch)["logits"]["label"]  # zero padding for new users
+    torch.testing.assert_close(out[~new], plain[~new])  # old users: their real behaviour
+    assert not torch.allclose(out[new], plain[new])
+
+
+@pytest.mark.parametrize("zst, terms", [("none", set()), ("single", {"zst_a"}), ("dual", {"zst_a", "zst_v"}),
+                                        ("base", {"zst_a", "zst_v", "zst_mmd"})])
+def test_ablations_have_their_loss_terms(world, zst, terms):
+    fm, cols = world
+    model = MAIL(fm, {**SMALL, "zst": zst}).train()
+    batch = _batch(cols["train"])
+    got = set(model.compute_loss(batch, model(batch))) - {"rt_bce_label"}
+    assert got == terms
+    if zst == "none":
+        assert any(g["name"] == "rank_linear_map" for g in model.param_groups())
+
+
+def test_trains_end_to_end_and_scores(world):
+    fm, cols = world
+    torch.manual_seed(0)
+    model = MAIL(fm, SMALL)
+    fit = train_model(model, cols["train"], cols["valid"], TrainConfig(epochs=2, progress=False), None).fit
+    assert all(np.isfinite(h["train_zst_mmd"]) and np.isfinite(h["valid_auc"]) for h in fit.history)
+    model.eval()
+    batch = _batch(cols["test"], 2048)
+    old = (batch["hist_items"] > 0).any(1)
+    with torch.no_grad():  # generated behaviour is nearer the real one than the zero padding is
+        real = model.ranker.embedding.pooled("hist_items", batch["hist_items"])[old]
+        gen = model.virtual_behaviour(batch)[old]
+    assert (gen - real).pow(2).sum(1).mean() < real.pow(2).sum(1).mean()
+    p = score_model(model, cols["test"], 4096)["label"]
+    assert p.shape == cols["test"]["label"].shape and ((p > 0) & (p < 1)).all()
+
+
+def test_config_errors(world):
+    fm, _ = world
+    with pytest.raises(ConfigError, match="zero-shot variant"):
+        MAIL(fm, {"zst": "triple"})
+    with pytest.raises(ConfigError, match="behaviour sequence"):
+        MAIL(fm, {"behaviour_field": "hist_tags"})
