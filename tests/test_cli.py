@@ -121,3 +121,19 @@ def test_bench_poso_new_users_protocol_with_ablations(tiny_world, tmp_path):
     assert {"new items", "regular items"} <= {r["group"] for r in payload["rows"]}
     row = next(r for r in payload["rows"] if r["model"] == "PC: is-new-user" and r["group"] == "new")
     assert row["baseline"] == "Base (MHA+MMoE)" and len(row["values"]) == 2
+
+
+def test_bench_mail_tables_and_figures(tiny_world, tmp_path):
+    out = tmp_path / "mail"
+    res = invoke("bench", "mail", "--data", tiny_world, "--seeds", 2, "--epochs", 1, "--out", out,
+                 "--models", "LLAE,MAIL-Base")
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "results.json").read_text())
+    by = {(r["model"], r["group"], r["metric"]): r for r in payload["rows"]}
+    assert {m for m, _, _ in by} == {"BaseDNN", "EmbLR", "LLAE", "MAIL-Base"}
+    assert by[("MAIL-Base", "new", "auc")]["baseline"] == "BaseDNN" and by[("LLAE", "old", "gauc")]["baseline"] == "EmbLR"
+    assert payload["split"]["mask_new_users"]["frac"] == 0.4 and payload["split"]["params"]["by"] == "time"
+    assert set(payload["loss_curves"]) == {"L_a", "L_v", "L_d (MMD)", "L_rt"}
+    text = (out / "report.md").read_text()
+    assert "Table 2 style" in text and "Table 3 style" in text
+    assert (out / "fig4_losses.png").stat().st_size > 1000 and (out / "fig5_projection.png").stat().st_size > 1000

@@ -80,7 +80,7 @@ def test_new_users_get_virtual_behaviour_and_old_users_their_own(world):
 
 
 @pytest.mark.parametrize("zst, terms", [("none", set()), ("single", {"zst_a"}), ("dual", {"zst_a", "zst_v"}),
-                                        ("base", {"zst_a", "zst_v", "zst_mmd"})])
+                                        ("base", {"zst_a", "zst_v", "zst_mmd"}), ("llae", {"zst_llae"})])
 def test_ablations_have_their_loss_terms(world, zst, terms):
     fm, cols = world
     model = MAIL(fm, {**SMALL, "zst": zst}).train()
@@ -114,3 +114,14 @@ def test_config_errors(world):
         MAIL(fm, {"zst": "triple"})
     with pytest.raises(ConfigError, match="behaviour sequence"):
         MAIL(fm, {"behaviour_field": "hist_tags"})
+
+
+def test_llae_is_a_rank_limited_linear_map_with_tied_decoder(world):
+    fm, cols = world
+    model = MAIL(fm, {**SMALL, "zst": "llae", "llae_rank": 3, "ranker": {"embedding_dim": 8, "hidden": []}})
+    assert len(model.ranker.mlp) == 0  # EmbLR: logistic regression straight on the embeddings
+    W = model.llae_out.weight @ model.llae_in.weight  # [d, n_a * d]
+    assert torch.linalg.matrix_rank(W) <= 3
+    batch = _batch(cols["train"])
+    a = model._attributes(batch).flatten(1)
+    torch.testing.assert_close(model.virtual_behaviour(batch), a @ W.T)

@@ -173,3 +173,14 @@ def test_temporal_new_users_keeps_new_users_early_rows_in_train():
     assert flagged <= planted and len(flagged) >= 0.98 * len(planted)
     assert 0 < s.info["train_new_user_share"] < 0.05 and s.train["is_new_user"].sum() > 0
     assert s.test["is_new_user"].sum() > 0 and "is_new_item" in s.test.columns
+
+
+def test_temporal_split_by_time_range_cuts_at_range_fractions():
+    inter = pl.DataFrame({"user_id": np.arange(100) % 7, "item_id": np.arange(100),
+                          "ts": np.r_[np.arange(90), np.arange(90, 800, 71)][:100]})
+    s = temporal_split(inter, valid_frac=0.125, test_frac=0.125, by="time")
+    lo, hi = int(inter["ts"].min()), int(inter["ts"].max()) + 1
+    assert s.test["ts"].min() >= lo + 0.875 * (hi - lo) and s.train["ts"].max() < lo + 0.75 * (hi - lo)
+    assert s.train.height > 3 * s.test.height  # by rows this would have been 75/12.5/12.5
+    with pytest.raises(ConfigError, match="rows' or 'time'"):
+        temporal_split(inter, by="days")

@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cold-start r
 data_app = typer.Typer(no_args_is_help=True, help="Import, fetch or synthesize datasets.")
 app.add_typer(data_app, name="data")
 console = Console()
-SUITES = ("base", "poso")
+SUITES = ("base", "poso", "mail")
 
 
 def _setup(verbose: bool) -> None:
@@ -98,7 +98,7 @@ def bench(
                                               "auto = new-users on the synthetic world, movielens on --data."),
     sections: str = typer.Option("main,baselines", help="poso: comma list of main, baselines, pc (Table 6), "
                                                          "mha (Table 7)."),
-    models: Optional[str] = typer.Option(None, help="poso: only these models (comma list; the base is kept)."),
+    models: Optional[str] = typer.Option(None, help="poso, mail: only these models (comma list; the bases are kept)."),
     synth_interactions: Optional[int] = typer.Option(None, help="Size of the synthetic world when no --data."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -110,10 +110,11 @@ def bench(
 
     runner = importlib.import_module(f"thawrec.suites.{suite}")
     try:
-        extra = {}
+        extra: dict = {}
+        if suite in ("poso", "mail"):
+            extra["variants"] = [x.strip() for x in models.split(",")] if models else None
         if suite == "poso":
-            extra = {"protocol": protocol, "sections": [x.strip() for x in sections.split(",") if x.strip()],
-                     "variants": [x.strip() for x in models.split(",")] if models else None}
+            extra.update(protocol=protocol, sections=[x.strip() for x in sections.split(",") if x.strip()])
         if synth_interactions:
             extra["synth"] = {"n_interactions": synth_interactions}
         payload = runner.run(data, out, _seeds(seeds),

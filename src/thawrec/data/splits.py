@@ -103,8 +103,10 @@ def _random_subset(ids: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
 # protocols
 # --------------------------------------------------------------------------------------------
 def temporal_split(inter: pl.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.2,
-                   mark_new: bool = True) -> Split:
+                   mark_new: bool = True, by: str = "rows") -> Split:
     """Global time cuts at the ts quantiles (DAUC's 70/10/20): train < t1 <= valid < t2 <= test.
+    ``by="time"`` cuts at fractions of the time *range* instead (MAIL: the last of eight days is
+    test, however many rows it holds).
 
     Cutting by timestamp value (not row count) means no train event is later than any
     valid/test event, even with tied timestamps; part sizes are therefore approximate.
@@ -114,16 +116,23 @@ def temporal_split(inter: pl.DataFrame, valid_frac: float = 0.1, test_frac: floa
     if valid_frac + test_frac >= 1:
         raise ConfigError("valid_frac + test_frac must be < 1. Fix: e.g. valid_frac=0.1, test_frac=0.2")
     _check_frame(inter, ["user_id", "ts"])
+    if by not in ("rows", "time"):
+        raise ConfigError(f"temporal_split by='{by}'. Fix: use 'rows' or 'time'")
     ts = inter["ts"].to_numpy()
-    srt = np.sort(ts)
-    n = len(srt)
-    t1 = srt[min(int(round(n * (1 - valid_frac - test_frac))), n - 1)]
-    t2 = srt[min(int(round(n * (1 - test_frac))), n - 1)]
+    if by == "time":
+        lo, hi = int(ts.min()), int(ts.max()) + 1
+        t1 = lo + int(np.ceil((1 - valid_frac - test_frac) * (hi - lo)))
+        t2 = lo + int(np.ceil((1 - test_frac) * (hi - lo)))
+    else:
+        srt = np.sort(ts)
+        n = len(srt)
+        t1 = srt[min(int(round(n * (1 - valid_frac - test_frac))), n - 1)]
+        t2 = srt[min(int(round(n * (1 - test_frac))), n - 1)]
     part = np.where(ts < t1, 0, np.where(ts < t2, 1, 2))
     parts = _by_part(inter, part)
     if mark_new:
         parts = _mark_new(parts)
-    return _finish(inter, parts, "temporal", dict(valid_frac=valid_frac, test_frac=test_frac),
+    return _finish(inter, parts, "temporal", dict(valid_frac=valid_frac, test_frac=test_frac, by=by),
                    dict(cut_valid_ts=int(t1), cut_test_ts=int(t2)))
 
 

@@ -18,6 +18,9 @@ only. The zero-shot tower reads the embeddings but never changes them.
 
 Ablations (Table 3, ``zst``): ``none`` (a linear map from attributes to behaviour, no zero-shot
 loss: trained by the ranking loss), ``single`` (Eq. 3), ``dual`` (Eq. 3 + 4), ``base`` (Eq. 7).
+Baseline ``llae`` (Table 2's LLAE, Li et al. 2019): a low-rank (``llae_rank`` = 30) linear
+autoencoder ``v = W a`` with tied decoder ``a = W^T v``, loss ``|W a - v|^2 + |W^T v - a|^2``, by its
+own optimizer, feeding the ranking tower (EmbLR in the paper: a ranker with no hidden layers).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from thawrec.nn.autoencoders import ResidualDecoder, ResidualEncoder
 from thawrec.nn.losses import gaussian_mmd
 from thawrec.nn.pooling import AdditiveAttentionPooling
 
-ZST_VARIANTS = ("none", "single", "dual", "base")
+ZST_VARIANTS = ("none", "single", "dual", "base", "llae")
 
 
 class MAIL(RecModel):
@@ -50,6 +53,7 @@ class MAIL(RecModel):
         "decoder": [512, 1024],
         "zst_dropout": 0.5,
         "mmd_sigma": 1.0,
+        "llae_rank": 30,
         "ranker": {},
     }
 
@@ -70,6 +74,12 @@ class MAIL(RecModel):
             self.linear_map = nn.Linear(len(self.a_fields) * d, d)
             nn.init.xavier_uniform_(self.linear_map.weight)
             return
+        if cfg["zst"] == "llae":
+            self.llae_in = nn.Linear(len(self.a_fields) * d, cfg["llae_rank"], bias=False)  # W = out @ in
+            self.llae_out = nn.Linear(cfg["llae_rank"], d, bias=False)
+            for m in (self.llae_in, self.llae_out):
+                nn.init.xavier_uniform_(m.weight)
+            return
         self.pool_a = AdditiveAttentionPooling(d, cfg["attn_dim"])
         self.pool_v = AdditiveAttentionPooling(d, cfg["attn_dim"])
         enc = dict(hidden=tuple(cfg["encoder"]), out_dim=cfg["hidden_dim"], dropout=cfg["zst_dropout"])
@@ -81,6 +91,8 @@ class MAIL(RecModel):
     def zero_shot_modules(self) -> list[nn.Module]:
         if self.cfg["zst"] == "none":
             return []
+        if self.cfg["zst"] == "llae":
+            return [self.llae_in, self.llae_out]
         return [self.pool_a, self.pool_v, self.E1, self.E2, self.D1, self.D2]
 
     def _attributes(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -91,6 +103,8 @@ class MAIL(RecModel):
         a = self._attributes(batch)
         if self.cfg["zst"] == "none":
             return self.linear_map(a.flatten(1))
+        if self.cfg["zst"] == "llae":
+            return self.llae_out(self.llae_in(a.flatten(1)))
         return self.D2(self.E1(self.pool_a(a)))
 
     def zero_shot_losses(self, batch: dict[str, torch.Tensor], old: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -103,6 +117,10 @@ class MAIL(RecModel):
         ids = rows[self.v_field]
         v_emb = self.ranker.embedding(self.v_field, ids)
         a_target, v_target = a_emb.sum(1), v_emb.sum(1)  # what the ranking tower consumes (Eq. 11)
+        if zst == "llae":  # tied weights: decode with W^T = in^T @ out^T
+            a_flat = a_emb.flatten(1)
+            a_back = (v_target @ self.llae_out.weight) @ self.llae_in.weight
+            return {"zst_llae": _sq(self.llae_out(self.llae_in(a_flat)), v_target) + _sq(a_back, a_flat)}
         p = self.E1(self.pool_a(a_emb))
         terms = {"zst_a": _sq(self.D1(p), a_target) + _sq(self.D2(p), v_target)}
         if zst in ("dual", "base"):
@@ -138,7 +156,8 @@ class MAIL(RecModel):
                            "optimizer": "adam", "loss": rt})
             return groups
         zst = [p for m in self.zero_shot_modules() for p in m.parameters()]
-        names = {"single": ["zst_a"], "dual": ["zst_a", "zst_v"], "base": ["zst_a", "zst_v", "zst_mmd"]}
+        names = {"single": ["zst_a"], "dual": ["zst_a", "zst_v"], "base": ["zst_a", "zst_v", "zst_mmd"],
+                 "llae": ["zst_llae"]}
         return groups + [{"name": "zero_shot", "params": zst, "optimizer": "adam",
                           "loss": names[self.cfg["zst"]]}]
 
