@@ -188,7 +188,7 @@ def _print_metrics(metrics: dict) -> None:
 # ----------------------------------------------------------------------------------------------
 @data_app.command("import")
 def data_import(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="ml-100k, ml-1m, ml-20m, recbole or tabular."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="ml-100k, ml-1m, ml-20m, recbole, tabular or taobao-ad."),
     src: Path = typer.Argument(..., help="Source folder (or file, for tabular)."),
     out: Path = typer.Option(..., "--out", help="Output dataset folder."),
     user_col: Optional[str] = typer.Option(None, "--user-col"),

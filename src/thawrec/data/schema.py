@@ -10,7 +10,10 @@ A dataset folder holds
 - ``vocabs.json``: for every coded column, the raw value of each code (``vocabs[col][code]``), so
   a served model maps raw IDs exactly as training did;
 - ``meta.json``: provenance, counts, and the count of every row filtered on import;
-- ``feature_map.json``: the cardinality and kind of every feature (:class:`FeatureMap`).
+- ``feature_map.json``: the cardinality and kind of every feature (:class:`FeatureMap`);
+- optional extra tables (``Dataset.extras``, e.g. a raw behaviour log): ``<name>.parquet`` each,
+  listed under ``meta["extras"]`` so :func:`read_dataset` reads them back. Folders without the key
+  (written before extras existed) load with ``extras == {}``.
 
 Raw IDs become dense ints on import (``user_id`` 0..U-1). Categorical codes start at 1 so that 0
 can mean "missing" or "padding". Validation lives here so every importer applies the same rules.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -37,6 +41,9 @@ ITEM_REQUIRED = {"item_id": pl.Int64, "tags": pl.List(pl.Int64), "category": pl.
 TS_MIN, TS_MAX = 0, 4_102_444_800
 
 TABLES = ("interactions", "users", "items")
+# Extra-table names: lower-case identifiers that cannot collide with the files of the folder.
+EXTRA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_NAMES = set(TABLES) | {"meta", "vocabs", "feature_map"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +120,9 @@ class Dataset:
     items: pl.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     vocabs: dict[str, list[Any]] = field(default_factory=dict)
+    # Optional further tables (name -> frame), e.g. ``behaviors``; written as ``<name>.parquet``.
+    # A ``user_id`` / ``item_id`` column in one must refer to rows of users / items.
+    extras: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     @property
     def user_attrs(self) -> list[str]:
@@ -165,6 +175,10 @@ def write_dataset(ds: Dataset, out: str | Path) -> Path:
         tmp = out / f"{name}.parquet.tmp"
         df.write_parquet(tmp)
         os.replace(tmp, out / f"{name}.parquet")
+    for name, df in sorted(ds.extras.items()):
+        tmp = out / f"{name}.parquet.tmp"
+        df.write_parquet(tmp)
+        os.replace(tmp, out / f"{name}.parquet")
     meta = dict(ds.meta)
     meta.update(
         n_users=ds.users.height,
@@ -172,6 +186,7 @@ def write_dataset(ds: Dataset, out: str | Path) -> Path:
         n_interactions=ds.interactions.height,
         user_attrs=ds.user_attrs,
         context_cols=ds.context_cols,
+        extras=sorted(ds.extras),
     )
     ds.meta = meta
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=1, default=str))
@@ -201,7 +216,17 @@ def read_dataset(path: str | Path, validate: bool = True) -> Dataset:
         tables[name] = pl.read_parquet(f)
     meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").exists() else {}
     vocabs = json.loads((path / "vocabs.json").read_text()) if (path / "vocabs.json").exists() else {}
-    ds = Dataset(tables["interactions"], tables["users"], tables["items"], meta, vocabs)
+    extras = {}
+    for name in meta.get("extras", []):
+        f = path / f"{name}.parquet"
+        if not EXTRA_NAME.match(str(name)) or name in RESERVED_NAMES or not f.exists():
+            raise DataError(
+                f"meta.json lists extra table '{name}' but {name}.parquet is missing or the name is invalid",
+                file=str(f), column="extras",
+                fix="re-import the dataset, or remove the name from meta.json's \"extras\" list",
+            )
+        extras[name] = pl.read_parquet(f)
+    ds = Dataset(tables["interactions"], tables["users"], tables["items"], meta, vocabs, extras)
     if validate:
         validate_dataset(ds, source=str(path))
     return ds
@@ -302,6 +327,27 @@ def validate_dataset(ds: Dataset, source: str = "<memory>") -> None:
     if row is not None:
         raise DataError(f"item {inter['item_id'][row]} has no row in items.parquet", file=fi, row=row,
                         column="item_id", fix="every interacted item needs an items row")
+    for name, df in ds.extras.items():
+        validate_extra(name, df, users, items, source)
+
+
+def validate_extra(name: str, df: Any, users: pl.DataFrame, items: pl.DataFrame, source: str = "<memory>") -> None:
+    """An extra table: a valid name, a DataFrame, and ``user_id`` / ``item_id`` that exist."""
+    fx = f"{source}/{name}.parquet"
+    if not isinstance(name, str) or not EXTRA_NAME.match(name) or name in RESERVED_NAMES:
+        raise DataError(f"invalid extra table name {name!r}", file=fx, column="extras",
+                        fix=f"use a lower-case identifier other than {sorted(RESERVED_NAMES)}")
+    if not isinstance(df, pl.DataFrame):
+        raise DataError(f"extra table '{name}' is a {type(df).__name__}, not a polars DataFrame", file=fx,
+                        column="extras", fix="store extra tables as polars DataFrames")
+    for col, table, fk in (("user_id", users, "users"), ("item_id", items, "items")):
+        if col not in df.columns:
+            continue
+        check_ids(df, col, fx)
+        row = first_bad_row(~df[col].is_in(table[col].implode()))
+        if row is not None:
+            raise DataError(f"{col} {df[col][row]} has no row in {fk}.parquet", file=fx, row=row, column=col,
+                            fix=f"every {col} in an extra table must be a row of {fk}")
 
 
 # --------------------------------------------------------------------------------------------

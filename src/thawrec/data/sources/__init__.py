@@ -17,6 +17,7 @@ from thawrec.data.schema import Dataset, write_dataset
 from thawrec.data.sources.movielens import load_ml1m, load_ml20m, load_ml100k
 from thawrec.data.sources.recbole import load_recbole
 from thawrec.data.sources.tabular import load_tabular
+from thawrec.data.sources.taobao_ad import load_taobao_ad
 from thawrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "ml-20m": load_ml20m,
     "recbole": load_recbole,
     "tabular": load_tabular,
+    "taobao-ad": load_taobao_ad,
 }
 FORMATS: tuple[str, ...] = tuple(_LOADERS)
 
@@ -88,4 +90,4 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, **options: Any) -
 
 
 __all__ = ["FORMATS", "ImportReport", "import_dataset", "load_source",
-           "load_ml100k", "load_ml1m", "load_ml20m", "load_recbole", "load_tabular"]
+           "load_ml100k", "load_ml1m", "load_ml20m", "load_recbole", "load_tabular", "load_taobao_ad"]
