@@ -231,6 +231,17 @@ def test_cli_import(src: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "7 interactions" in res.output and "duplicate_rows: 1" in res.output
     assert read_dataset(tmp_path / "cli").extras["behaviors"].height == 5
+    capped = CliRunner().invoke(app, ["data", "import", "taobao-ad", str(src), "--out", str(tmp_path / "cap"),
+                                      "--max-behavior-rows", "2"])
+    assert capped.exit_code == 0, capped.output
+    assert read_dataset(tmp_path / "cap").extras["behaviors"].height <= 2
+    none = CliRunner().invoke(app, ["data", "import", "taobao-ad", str(src), "--out", str(tmp_path / "none"),
+                                    "--no-behaviors"])
+    assert none.exit_code == 0, none.output
+    assert read_dataset(tmp_path / "none").extras == {}
+    other = CliRunner().invoke(app, ["data", "import", "recbole", str(src), "--out", str(tmp_path / "x"),
+                                     "--no-behaviors"])
+    assert other.exit_code == 2 and "unknown option" in other.output  # said, not silently ignored
 
 
 # --------------------------------------------------------------------------------------------

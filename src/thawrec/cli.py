@@ -200,6 +200,11 @@ def data_import(
     item_tags_col: Optional[str] = typer.Option(None, "--item-tags-col"),
     tag_sep: Optional[str] = typer.Option(None, "--tag-sep"),
     user_attr_cols: Optional[str] = typer.Option(None, "--user-attr-cols", help="Comma-separated."),
+    behaviors: Optional[bool] = typer.Option(None, "--behaviors/--no-behaviors",
+                                             help="taobao-ad: import behavior_log.csv (default: yes, if present)."),
+    max_behavior_rows: Optional[int] = typer.Option(None, "--max-behavior-rows",
+                                                    help="taobao-ad: read only the first N behaviour rows (the full "
+                                                         "log is 700M rows, ~23 GB in memory)."),
 ) -> None:
     """Import a real dataset into the canonical format (Parquet + meta.json + feature_map.json)."""
     _setup(False)
@@ -208,7 +213,8 @@ def data_import(
     opts = {k: v for k, v in dict(user_col=user_col, item_col=item_col, rating_col=rating_col, ts_col=ts_col,
                                   label_col=label_col, positive_threshold=positive_threshold,
                                   item_tags_col=item_tags_col, tag_sep=tag_sep,
-                                  user_attr_cols=user_attr_cols).items() if v is not None}
+                                  user_attr_cols=user_attr_cols, behaviors=behaviors,
+                                  max_behavior_rows=max_behavior_rows).items() if v is not None}
     try:
         rep = import_dataset(fmt, src, out, **opts)
     except ThawrecError as e:
