@@ -11,24 +11,15 @@ import csv
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import polars as pl
 
 from thawrec.data.schema import read_dataset
 from thawrec.data.sources import import_dataset
+from _timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
-
-
-def best_of(fn, n: int = 3) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def naive_import(src: Path, out: Path) -> None:

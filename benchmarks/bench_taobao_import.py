@@ -15,13 +15,13 @@ import argparse
 import csv
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from thawrec.data.sources import import_dataset
+from _timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 PROFILE_HEADER = ("userid,cms_segid,cms_group_id,final_gender_code,age_level,pvalue_level,shopping_level,"
                   "occupation,new_user_class_level ")  # the real header's trailing space
@@ -72,15 +72,6 @@ def write_dump(root: Path, n_rows: int, seed: int = 0) -> dict[str, int]:
         "brand": rng.integers(1, 120_000, n_beh),
     }).write_csv(root / "behavior_log.csv")
     return {"raw_sample": n_rows, "behavior_log": n_beh, "users": n_users, "ads": n_ads}
-
-
-def best_of(fn, n: int = 3) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def pandas_import(src: Path, out: Path) -> None:

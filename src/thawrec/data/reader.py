@@ -234,6 +234,9 @@ class EpisodeReader:
         _, counts = np.unique(g, return_counts=True)
         self.n_episodes = int((counts >= 2).sum())
         self.users_skipped = int((counts < 2).sum())  # one row cannot be both support and query
+        if self.users_skipped:
+            log.info("EpisodeReader: %d of %d users have a single row and form no episode (their %d rows are "
+                     "not used for meta-training)", self.users_skipped, len(counts), self.users_skipped)
         if self.n_episodes == 0:
             raise DataError("no user has two or more rows, so no support/query episode can be built",
                             column=group, fix="use a split where users have several rows")

@@ -240,28 +240,28 @@ def read_raw_sample(path: Path, filtered: dict[str, int]) -> pl.DataFrame:
     return out
 
 
+def _read_side_table(path: Path, header: tuple[str, ...], id_col: str, filtered: dict[str, int],
+                     blank_key: str) -> tuple[pl.DataFrame, pl.Series, str]:
+    """A side file keyed by a unique integer id: checked header (names stripped), blank lines
+    counted, the parsed id column."""
+    file = str(path)
+    require_header(read_header(path), header, file)
+    df = read_text_table(path)
+    df = drop_blank_rows(df.rename(dict(zip(df.columns, _strip_names(df.columns)))), filtered, blank_key)
+    ids = parse_id(df, id_col, file, numeric=True)
+    check_unique_ids(ids, file, id_col)
+    return df, ids, file
+
+
 def read_ad_feature(path: Path, filtered: dict[str, int]) -> pl.DataFrame:
     """ad_feature.csv -> adgroup_id + raw integer codes (null = NULL/empty) + price."""
-    file = str(path)
-    require_header(read_header(path), AD_COLS, file)
-    df = read_text_table(path)
-    df = drop_blank_rows(df.rename(dict(zip(df.columns, _strip_names(df.columns)))), filtered,
-                         "blank_lines_ad_feature")
-    ids = parse_id(df, "adgroup_id", file, numeric=True)
-    check_unique_ids(ids, file, "adgroup_id")
-    cols = [ids] + [parse_opt_int(df, c, file) for c in AD_CODED] + [parse_price(df, "price", file)]
-    return pl.DataFrame(cols)
+    df, ids, file = _read_side_table(path, AD_COLS, "adgroup_id", filtered, "blank_lines_ad_feature")
+    return pl.DataFrame([ids] + [parse_opt_int(df, c, file) for c in AD_CODED] + [parse_price(df, "price", file)])
 
 
 def read_user_profile(path: Path, filtered: dict[str, int]) -> pl.DataFrame:
     """user_profile.csv (header names stripped: the real one ends in a space) -> userid + raw codes."""
-    file = str(path)
-    require_header(read_header(path), PROFILE_COLS, file)
-    df = read_text_table(path)
-    df = drop_blank_rows(df.rename(dict(zip(df.columns, _strip_names(df.columns)))), filtered,
-                         "blank_lines_user_profile")
-    ids = parse_id(df, "userid", file, numeric=True)
-    check_unique_ids(ids, file, "userid")
+    df, ids, file = _read_side_table(path, PROFILE_COLS, "userid", filtered, "blank_lines_user_profile")
     return pl.DataFrame([ids] + [parse_opt_int(df, c, file) for c in PROFILE_ATTRS])
 
 

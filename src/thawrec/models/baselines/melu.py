@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from thawrec.data.reader import episode_width
 from thawrec.data.schema import FeatureMap
 from thawrec.errors import ConfigError
 from thawrec.models.base import RecModel
@@ -113,9 +114,8 @@ class MeLU(RecModel):
     def episode_shape(batch: dict[str, torch.Tensor]) -> tuple[int, int, int]:
         """``(users, slots per user, support slots)`` of an EpisodeReader batch."""
         q = batch["_is_query"].bool()
-        s = int(q.int().argmax())
-        rest = ~q[s:]
-        slots = s + int(rest.int().argmax()) if bool(rest.any()) else len(q)
+        slots = episode_width(q)
+        s = int((~q[:slots]).sum())
         if s < 1 or len(q) % slots:
             raise ConfigError(f"not an episode batch ({len(q)} rows, {s} support slots). Fix: use EpisodeReader")
         return len(q) // slots, slots, s
