@@ -18,7 +18,8 @@ from thawrec.data.splits import time_window_new_users
 from thawrec.data.synthetic import SynthConfig, generate
 from thawrec.eval.complexity import cost_table
 from thawrec.models.poso import PosoRanker
-from thawrec.train.trainer import TrainConfig, build_optimizers
+from thawrec.config import TrainConfig
+from thawrec.train.trainer import build_optimizers
 
 
 def main(rounds: int = 5, steps: int = 30, batch_size: int = 1024) -> dict:

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from thawrec.eval.replay import replay_evaluate, slice_bounds  # noqa: E402
-from thawrec.serve.candidates import cluster_item_stats  # noqa: E402
+from thawrec.retrieval.u2g2i import cluster_item_stats  # noqa: E402
 
 DAY = 86400
 

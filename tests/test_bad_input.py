@@ -54,6 +54,18 @@ def test_non_numeric_ts(tmp_path: Path) -> None:
     _where(err, f, 2, "ts")
 
 
+@pytest.mark.parametrize("values, row", [
+    (("Jan 1 2024", "Jan 2 2024"), 0),                 # no datetime format fits: polars would raise raw
+    (("2024-01-01T00:00:00", "not a date"), 1),        # one value does not parse
+    (("2024-01-01T00:00:00", "2024-01-01T00:00:00+01:00"), 1),  # naive and zoned mixed
+])
+def test_unparseable_datetime_ts(tmp_path: Path, values, row) -> None:
+    f = _csv(tmp_path, "".join(f"{i},{i},{v},5\n" for i, v in enumerate(values)))
+    err = _err("tabular", f, rating_col="rating")
+    _where(err, f, row, "ts")
+    assert "neither Unix seconds nor an ISO datetime" in str(err)
+
+
 def test_non_integer_id_in_grouplens(tmp_path: Path) -> None:
     (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::x661::3::978302109\n")
     err = _err("ml-1m", tmp_path)

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from thawrec.errors import ConfigError, DataError
-from thawrec.serve import candidates as C
+from thawrec.retrieval import u2g2i as C
 
 # users 0, 1 -> cluster 0; user 2 -> cluster 1; user 3 unassigned.
 CLUSTERS = np.array([0, 0, 1, -1])

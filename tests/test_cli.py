@@ -42,6 +42,20 @@ def test_bench_base_writes_results_report_and_plot(tiny_world, tmp_path):
     assert "| BaseDNN |" in (out / "report.md").read_text()
 
 
+def test_recbole_folder_benches_directly_and_progress_reads_well_in_a_log(ml100k_mini_dir, tmp_path):
+    """A RecBole folder (the in-repo ML-100K look-alike) imports and benches without a prior import;
+    not on a terminal, progress is one plain line per epoch and per (model, seed), no bars."""
+    res = invoke("data", "import", "recbole", ml100k_mini_dir, "--out", tmp_path / "ml")
+    assert res.exit_code == 0, res.output
+    assert "3,000 interactions" in res.output
+    res = invoke("bench", "base", "--data", ml100k_mini_dir, "--seeds", 1, "--epochs", 2, "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert sum("BaseDNN epoch" in x for x in lines) == 2 and any("seed 0 BaseDNN: done" in x for x in lines)
+    assert not any(x.strip() == "" and i + 1 < len(lines) and lines[i + 1].strip() == "" for i, x in enumerate(lines))
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["dataset"] == "ml-100k-mini"
+
+
 def test_import_real_ml100k_recbole(ml100k_dir, tmp_path):
     res = invoke("data", "import", "recbole", ml100k_dir, "--out", tmp_path / "ml")
     assert res.exit_code == 0, res.output

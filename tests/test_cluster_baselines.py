@@ -12,7 +12,9 @@ from thawrec.errors import ConfigError
 from thawrec.models.baselines.completer import COMPLETER
 from thawrec.models.baselines.dccae import DCCAE
 from thawrec.models.baselines.dec import DEC, IDEC, target_distribution
-from thawrec.models.clustering import UserViews, embed, fit_clusterer, kmeans
+from thawrec.models.clustering import UserViews, embed
+from thawrec.retrieval.index import kmeans
+from thawrec.train.clustering import fit_clusterer
 from thawrec.nn.losses import cca_loss, completer_contrastive_loss
 
 SMALL = {"encoder": [32, 16, 8]}
@@ -268,13 +270,13 @@ def test_bce_starts_the_side_decoder_at_the_column_priors(make, decoder, views):
 
 # ---------------------------------------------------------------------------------- config errors
 @pytest.mark.parametrize("make, match", [
-    (lambda: DEC(60, 3, {"encoderr": [8]}), "unknown config key"),
+    (lambda: DEC(60, 3, {"encoderr": [8]}), "unknown option"),
     (lambda: DEC(60, 0), "k = 0"),
     (lambda: DEC(60, 3, {"recon_loss": "l1"}), "recon_loss"),
     (lambda: DEC(60, 3, {"encoder": []}), "encoder"),
     (lambda: DEC(60, 3, {"alpha": 0}), "alpha"),
     (lambda: DEC(0, 3), "side_dim"),
-    (lambda: DEC(60, 3, {"gamma": 0.1}), "unknown config key"),        # gamma is IDEC's
+    (lambda: DEC(60, 3, {"gamma": 0.1}), "unknown option"),        # gamma is IDEC's
     (lambda: IDEC(60, 3, {"gamma": -1}), "gamma"),
     (lambda: DEC(60, 3, {"kmeans_backend": "gpu"}), "kmeans_backend"),
     (lambda: DCCAE(60, 16, {"cca_r1": 0}), "cca_r1"),

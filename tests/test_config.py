@@ -23,7 +23,7 @@ def test_round_trip(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("modle: base_dnn\n", "unknown option"),
-    ("train: {epochz: 2}\n", "unknown train option"),
+    ("train: {epochz: 2}\n", "train: unknown option"),
     ("train: [1, 2\n", "not valid YAML"),
     ("- 1\n- 2\n", "must be a mapping"),
 ])

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
 from thawrec.errors import ConfigError
-from thawrec.models.clustering import UserViews, embed, fit_clusterer, kmeans
+from thawrec.models.clustering import UserViews, embed
+from thawrec.retrieval.index import kmeans
+from thawrec.train.clustering import fit_clusterer
 from thawrec.models.dauc import DAUC
 from thawrec.nn.contrastive import multiview_contrastive_loss
 from thawrec.nn.grl import GradientReversal, grad_reverse

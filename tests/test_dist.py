@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 
 from thawrec.data.reader import BatchReader
 from thawrec.models.rankers.base_dnn import BaseDNN
-from thawrec.train.trainer import TrainConfig, Trainer
+from thawrec.config import TrainConfig
+from thawrec.train.trainer import Trainer
 
 
 def _worker(rank: int, world: int, tmp: str) -> None:

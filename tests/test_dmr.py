@@ -15,8 +15,8 @@ from thawrec.errors import ConfigError
 from thawrec.models.rankers.dmr import DMR
 from thawrec.nn.attention import ActivationUnitAttention, masked_softmax
 from thawrec.nn.embedding import EmbeddedSequence
-from thawrec.suites.common import score_model, train_model
-from thawrec.train.trainer import TrainConfig
+from thawrec.config import TrainConfig
+from thawrec.train.fit import score_model, train_model
 
 SMALL = {"embedding_dim": 8, "attn_hidden": [12, 6], "hidden": [32, 16], "aux_negatives": 20}
 

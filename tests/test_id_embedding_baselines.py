@@ -15,8 +15,8 @@ from thawrec.data.synthetic import SynthConfig, generate
 from thawrec.models.baselines.meta_embedding import MetaEmbedding
 from thawrec.models.baselines.mwuf import MWUF
 from thawrec.models.poso import PosoRanker
-from thawrec.suites.common import score_model, train_model
-from thawrec.train.trainer import TrainConfig
+from thawrec.config import TrainConfig
+from thawrec.train.fit import score_model, train_model
 
 SMALL = {"embedding_dim": 8, "heads": 2, "head_dim": 4, "expert_hidden": [16], "tower_hidden": [8],
          "tasks": ["label"]}
@@ -48,7 +48,7 @@ def test_meta_embedding_trains_only_the_generator_and_replaces_only_unknown_user
     fm, cols = world
     base = _trained_base(world)
     frozen = copy.deepcopy(base.state_dict())
-    me = MetaEmbedding(base)
+    me = MetaEmbedding(base.feature_map, base=base)
     before = [p.detach().clone() for p in me.generator.parameters()]
     reader = EpisodeReader(cols["train"], users_per_batch=16, n_support=5, n_query=5, seed=0)
     fit = train_model(me, cols["train"], cols["valid"], TrainConfig(epochs=1, progress=False), None, reader=reader)
@@ -68,7 +68,8 @@ def test_meta_embedding_trains_only_the_generator_and_replaces_only_unknown_user
 
 def test_meta_embedding_warm_up_uses_each_users_own_gradient(world):
     fm, cols = world
-    me = MetaEmbedding(_trained_base(world), {"warm_lr": 1.0})
+    base = _trained_base(world)
+    me = MetaEmbedding(base.feature_map, {"warm_lr": 1.0}, base=base)
     batch = next(iter(EpisodeReader(cols["train"], users_per_batch=4, n_support=3, n_query=3, seed=1)))
     width = episode_width(batch["_is_query"])
     flip = torch.arange(len(batch["label"])) < width  # user 0's rows only
@@ -125,7 +126,7 @@ def test_meta_embedding_of_behaviour_for_models_without_user_ids():
     base = BaseDNN(pipe.feature_map, {"embedding_dim": 8, "hidden": [16]})
     train_model(base, cols["train"], cols["valid"], TrainConfig(epochs=1, progress=False), None)
     frozen = copy.deepcopy(base.state_dict())  # includes batch-norm running statistics
-    me = MetaEmbedding(base, {"target": "hist_items", "hide_fields": ["avc"]})
+    me = MetaEmbedding(base.feature_map, {"target": "hist_items", "hide_fields": ["avc"]}, base=base)
     assert isinstance(me.generator[-1], torch.nn.Linear)  # no tanh range for a pooled behaviour
     old = {k: v[~cols["train"]["_is_new"].astype(bool)] for k, v in cols["train"].items()}
     reader = EpisodeReader(old, users_per_batch=16, n_support=5, n_query=5, seed=0)

@@ -17,8 +17,8 @@ from thawrec.data.splits import time_window_new_users
 from thawrec.data.synthetic import SynthConfig, generate
 from thawrec.errors import ConfigError
 from thawrec.models.baselines.melu import MeLU
-from thawrec.suites.common import score_model, train_model
-from thawrec.train.trainer import TrainConfig
+from thawrec.config import TrainConfig
+from thawrec.train.fit import score_model, train_model
 
 SMALL = {"embedding_dim": 8, "heads": 2, "head_dim": 4, "expert_hidden": [16], "tower_hidden": [8]}
 DECISION = ("mmoe.", "towers.", "heads.")

@@ -13,7 +13,8 @@ from thawrec.data.synthetic import SynthConfig, generate
 from thawrec.errors import ConfigError
 from thawrec.eval.metrics import auc
 from thawrec.models.poso import PosoRanker
-from thawrec.train.trainer import TrainConfig, Trainer, predict
+from thawrec.config import TrainConfig
+from thawrec.train.trainer import Trainer, predict
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,27 @@ from thawrec.suites import poso
 
 
 def test_plan_trains_the_base_first_and_reuses_the_main_runs_in_ablations():
-    plan = poso.model_plan(["baselines", "pc", "mha"])
+    plan = {e.name: e for e in poso.model_plan(["baselines", "pc", "mha"])}
     names = list(plan)
     assert names[0] == poso.BASE  # Meta-Embedding builds on the trained base of the same seed
+    assert plan["Meta-Embedding"].needs == poso.BASE and plan["Meta-Embedding"].reader == "episodes"
     assert poso.ALL in plan and "POSO(MHA)" in plan  # the AVC / gated_k rows of Tables 6 and 7
     assert "PC: Accumulated View Count" not in plan and not any("G^k*K; V(i); N=4" in n for n in names)
-    assert {plan[b]["kind"] for b in poso.BASELINES} == set(poso.BASELINES)
-    assert all(plan[f"PC: {label}"]["pc"] == pc for label, pc in poso.PC_ABLATION.items() if pc != "avc")
+    assert {plan[b].model for b in poso.BASELINES} == {"melu", "meta_embedding", "mwuf"}
+    assert all(plan[f"PC: {label}"].cfg["pc"] == pc for label, pc in poso.PC_ABLATION.items() if pc != "avc")
+    assert all(e.baseline == poso.BASE for e in plan.values() if e.name != poso.BASE)
     with pytest.raises(ConfigError, match="unknown section"):
         poso.model_plan(["tables"])
+
+
+def test_plan_entries_name_registered_models_with_options_they_accept():
+    """Every plan entry is built through the registry (no string switches) with valid options."""
+    from thawrec import registry
+    from thawrec.config import resolve_options
+
+    for e in poso.model_plan(list(poso.SECTIONS)):
+        cls = registry.get("ranker", e.model)
+        resolve_options(cls.__name__, cls.defaults, e.cfg, nested=cls.nested_options)  # raises on a bad key
 
 
 def test_items_section_needs_the_new_users_protocol(tmp_path):

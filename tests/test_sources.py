@@ -12,7 +12,6 @@ from thawrec.data.schema import read_dataset
 from thawrec.data.sources import FORMATS, ImportReport, import_dataset, load_source
 from thawrec.errors import ConfigError
 
-REAL_ML100K = Path(__file__).resolve().parents[1].parent / "shared/data/ml-100k"
 
 
 def _flags(*on: int) -> str:
@@ -167,9 +166,8 @@ def test_unknown_option(tmp_path: Path) -> None:
         load_source("ml-100k", tmp_path, user_col="x")
 
 
-def test_real_recbole_ml100k_roundtrip(tmp_path: Path) -> None:
-    assert (REAL_ML100K / "ml-100k.inter").exists(), f"real ML-100K missing at {REAL_ML100K}"
-    rep = import_dataset("recbole", REAL_ML100K, tmp_path / "ml100k")
+def test_real_recbole_ml100k_roundtrip(tmp_path: Path, ml100k_dir: Path) -> None:
+    rep = import_dataset("recbole", ml100k_dir, tmp_path / "ml100k")
     assert (rep.n_users, rep.n_items, rep.n_interactions) == (943, 1682, 100_000)
     assert sum(rep.filtered.values()) == 0
     ds = read_dataset(rep.out)

@@ -16,7 +16,8 @@ from thawrec.eval.metrics import auc
 from thawrec.models.base import RecModel
 from thawrec.models.rankers.base_dnn import BaseDNN
 from thawrec.train.checkpoint import load_checkpoint
-from thawrec.train.trainer import TrainConfig, Trainer, predict
+from thawrec.config import TrainConfig
+from thawrec.train.trainer import Trainer, predict
 
 
 def planted(n: int = 4000, seed: int = 0) -> tuple[FeatureMap, dict[str, np.ndarray]]:
@@ -104,7 +105,7 @@ def test_resume_without_checkpoint_says_how_to_fix(tmp_path):
 
 
 def test_unknown_train_option_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown train option"):
+    with pytest.raises(ConfigError, match="train: unknown option"):
         TrainConfig.from_dict({"epoch": 3})
 
 

@@ -14,17 +14,38 @@ from rich.console import Console
 from rich.table import Table
 
 from thawrec.errors import ThawrecError
+from thawrec.suites import SUITES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cold-start recommendation: train, benchmark, serve.")
 data_app = typer.Typer(no_args_is_help=True, help="Import, fetch or synthesize datasets.")
 app.add_typer(data_app, name="data")
 console = Console()
-SUITES = ("base", "poso", "mail", "dauc")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (not the one at setup)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _setup(verbose: bool) -> None:
+    """Warnings (everything with -v); progress lines (one per epoch, model and seed) always, so a
+    run piped to a log file shows where it is."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    plog = logging.getLogger("thawrec.progress")
+    if not plog.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        plog.addHandler(handler)
+    plog.setLevel(logging.INFO)
+    plog.propagate = False
 
 
 def _fail(e: Exception) -> None:

@@ -1,15 +1,63 @@
-"""Typed run configs from YAML (yaml.safe_load; never eval), overridable by CLI flags."""
+"""Typed configs from YAML (yaml.safe_load; never eval), overridable by CLI flags, and the one rule
+every config in thawrec follows: an unknown key is an error that names it and the valid ones."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
 from thawrec.errors import ConfigError
-from thawrec.train.trainer import TrainConfig
+
+__all__ = ["TrainConfig", "RunConfig", "load_config", "save_config", "resolve_options"]
+
+
+def resolve_options(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any] | None,
+                    *, nested: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``defaults`` overridden by ``given``, refusing any key ``defaults`` does not have.
+
+    Keys in ``nested`` hold dicts that are merged (and checked) one level down, e.g. POSO's
+    ``poso: {mlp, mha, mmoe}``. Returns a deep copy, so defaults are never shared between models.
+    """
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{owner}: unknown option(s) {unknown}. Fix: valid options are {sorted(defaults)}")
+    out = copy.deepcopy(dict(defaults))
+    for k, v in given.items():
+        if k in nested and v is not None:
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{owner}: '{k}' must be a mapping, got {v!r}. Fix: e.g. {defaults[k]}")
+            out[k] = resolve_options(f"{owner}.{k}", defaults[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+@dataclass
+class TrainConfig:
+    """How the Trainer fits a model: epochs, batch sizes, optimizer settings, early stopping."""
+
+    epochs: int = 10
+    batch_size: int = 1024
+    eval_batch_size: int = 8192
+    lr: float = 1e-3
+    sparse_lr: float | None = None
+    weight_decay: float = 0.0
+    grad_clip: float | None = 10.0
+    patience: int = 2
+    monitor: str = "auc"
+    monitor_mode: str = "max"
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainConfig":
+        return cls(**resolve_options("train", asdict(cls()), d))
 
 
 @dataclass
@@ -26,8 +74,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "RunConfig":
@@ -42,9 +89,7 @@ class RunConfig:
         d = dict(d)
         try:
             d["train"] = TrainConfig.from_dict(d.get("train"))
-        except ConfigError as e:
-            raise ConfigError(f"{source}: train: {e}") from e
-        except TypeError as e:
+        except (ConfigError, TypeError) as e:
             raise ConfigError(f"{source}: train: {e}") from e
         return cls(**d)
 

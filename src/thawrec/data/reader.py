@@ -241,6 +241,16 @@ class EpisodeReader:
             raise DataError("no user has two or more rows, so no support/query episode can be built",
                             column=group, fix="use a split where users have several rows")
 
+    @classmethod
+    def one_pass(cls, columns: dict[str, np.ndarray], *, n_support: int = 10, n_query: int = 10,
+                 users_per_batch: int = 32, seed: int = 0, group: str = "_user") -> "EpisodeReader":
+        """Episodes with enough ``repeats`` that an epoch covers about as many rows as one pass over
+        ``columns`` (so a meta-learner and a row-wise model see comparable data per epoch)."""
+        n_users = len(np.unique(columns[group]))
+        repeats = max(1, round(len(columns[group]) / (max(n_users, 1) * (n_support + n_query))))
+        return cls(columns, users_per_batch=users_per_batch, n_support=n_support, n_query=n_query, group=group,
+                   seed=seed, repeats=repeats)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 

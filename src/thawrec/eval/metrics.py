@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from thawrec.checks import positive_int, same_length
 from thawrec.errors import DataError, ThawrecError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ __all__ = [
     "ndcg_at_k",
     "hr_at_k",
     "group_metrics",
+    "binary_metrics",
 ]
 
 
@@ -56,16 +58,11 @@ def _as_1d(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def same_length(fix: str = "pass labels, scores (and groups) aligned row by row, one entry per prediction",
-                **arrays: np.ndarray) -> int:
-    """The common length of ``arrays``; a DataError naming every length (and ``fix``) if they differ."""
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise DataError(f"arrays differ in length: {lengths}", fix=fix)
-    return next(iter(lengths.values()))
+def _same_length(**arrays: np.ndarray) -> int:
+    return same_length("pass labels, scores (and groups) aligned row by row, one entry per prediction", **arrays)
 
 
-_same_length = same_length
+
 
 
 def _check_scores(scores: np.ndarray, name: str = "scores") -> np.ndarray:
@@ -256,8 +253,7 @@ def logloss(labels: Any, probs: Any, eps: float = 1e-7) -> float:
 # Sampled top-K (COUPLE: 1 positive in column 0 + sampled negatives)
 # --------------------------------------------------------------------------------------------
 def _check_k(k: int, width: int, what: str) -> int:
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ThawrecError(f"k must be a positive integer, got {k!r}. Fix: pass e.g. k=10")
+    k = positive_int(k, "k", example=10)
     if k > width:
         raise ThawrecError(f"k={k} exceeds the {width} {what} per row. Fix: use k <= {width} or score more {what}")
     return int(k)
@@ -469,3 +465,9 @@ def group_metrics(
             "n": cnt,
         }
     return out
+
+
+def binary_metrics(labels: Any, scores: Any, users: Any) -> dict[str, float]:
+    """AUC, GAUC (users as groups) and LogLoss of one set of binary predictions: what every
+    ranking suite reports per user group."""
+    return {"auc": auc(labels, scores), "gauc": gauc(labels, scores, users), "logloss": logloss(labels, scores)}

@@ -6,7 +6,7 @@ The protocol, as implemented here:
 2. For each slice starting at ``start``, the CTR of every (cluster, item) is computed over the
    window ``start - window <= ts < start`` from *all* interactions (training period and earlier
    test slices). Nothing at or after ``start`` is used, so a slice never sees its own clicks.
-3. Items are ranked per cluster by CTR (:mod:`thawrec.serve.candidates`, the same code the
+3. Items are ranked per cluster by CTR (:mod:`thawrec.retrieval.u2g2i`, the same code the
    serving layer uses: ties by more clicks, then smaller item id; only items exposed in the
    cluster within the window are candidates).
 4. Every user who clicked in the slice gets the top ``k`` of their cluster's ranking after
@@ -42,19 +42,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from thawrec.checks import int_ids, labels01, positive_int, same_length, timestamps
 from thawrec.errors import ConfigError, DataError
 from thawrec.eval.metrics import ndcg_at_k, recall_at_k
-from thawrec.serve.candidates import (
+from thawrec.retrieval.u2g2i import (
     DAY,
     ExposureIndex,
-    _check_clusters,
-    _check_items,
-    _check_k,
-    _check_prior,
-    _int_1d,
-    _labels01,
-    _same_length,
-    _ts_1d,
+    check_clusters,
+    check_items,
+    check_prior,
     cluster_item_stats,
     top_k_for_users,
 )
@@ -128,11 +124,12 @@ def _read_events(frame: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     if missing:
         raise DataError(f"missing column(s) {missing}", file=f"<{name}>",
                         fix=f"pass {name} with the canonical interaction columns {list(COLUMNS)}")
-    u = _int_1d(np.asarray(frame["user_id"]), "user_id")
-    it = _int_1d(np.asarray(frame["item_id"]), "item_id")
-    y = _labels01(np.asarray(frame["label"]))
-    t = _ts_1d(np.asarray(frame["ts"]))
-    _same_length(user_id=u, item_id=it, label=y, ts=t)
+    u = int_ids(np.asarray(frame["user_id"]), "user_id")
+    it = int_ids(np.asarray(frame["item_id"]), "item_id")
+    y = labels01(np.asarray(frame["label"]))
+    t = timestamps(np.asarray(frame["ts"]))
+    same_length("pass the event columns aligned row by row, one entry per interaction",
+                user_id=u, item_id=it, label=y, ts=t)
     return u, it, y, t
 
 
@@ -160,7 +157,7 @@ def _cold_lookup(cold_users: Any, n_users: int) -> np.ndarray:
                             fix=f"pass a boolean mask of length >= {n_users} (cold_user_mask(train, n_users=...)) "
                                 "or an array of cold user ids")
         return arr[:n_users]
-    ids = _int_1d(arr.ravel(), "cold_users")
+    ids = int_ids(arr.ravel(), "cold_users")
     out = np.zeros(max(n_users, int(ids.max(initial=-1)) + 1), dtype=bool)
     out[ids] = True
     return out[:n_users]
@@ -172,7 +169,7 @@ def slice_bounds(ts: Any, n_slices: int = 10,
     ends[j]``, the last end is +inf. ``"rows"``: equal row counts with cut points moved to timestamp
     boundaries (ties never straddle a cut; heavy ties can merge slices, so fewer may come back);
     ``"time"``: equal time ranges (empty slices possible)."""
-    n_slices = _check_k(n_slices, "n_slices")
+    n_slices = positive_int(n_slices, "n_slices")
     t = np.sort(np.asarray(ts, dtype=np.float64))
     if not len(t):
         return np.zeros(0), np.zeros(0)
@@ -234,15 +231,15 @@ def replay_evaluate(
     CTR smoothing, default the plain CTR of the paper.
     """
     t_start = time.perf_counter()
-    k = _check_k(k)
+    k = positive_int(k)
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 0:
         raise ConfigError(f"window must be a positive integer number of seconds, got {window!r}. "
                           "Fix: pass e.g. window=86400")
-    _check_prior(alpha, beta, min_exposures)
+    check_prior(alpha, beta, min_exposures)
     tr, te = _read_events(train, "train"), _read_events(test, "test")
-    cl, n_clusters = _check_clusters(cluster_of_user, n_clusters)
+    cl, n_clusters = check_clusters(cluster_of_user, n_clusters)
     u, it, y, t = (np.concatenate([a, b]) for a, b in zip(tr, te))
-    n_items = max(_check_items(it, None, "item_id"), 1)
+    n_items = max(check_items(it, None, "item_id"), 1)
     n_users = max(int(u.max(initial=-1)) + 1, len(cl))
     cold = _cold_lookup(cold_users, n_users)
 

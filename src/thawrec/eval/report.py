@@ -98,28 +98,3 @@ def results_table(rows: list[dict[str, Any]], metrics: list[str], groups: list[s
         cells.append("; ".join(ps) if ps else "(baseline)")
         body.append(cells)
     return markdown_table(header, body)
-
-
-def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str | Path,
-                         metric: str = "valid_auc", loss: str = "train_loss") -> Path:
-    """Two panels: training loss and validation metric per epoch, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, hist in histories.items():
-        ep = [h["epoch"] + 1 for h in hist]
-        axes[0].plot(ep, [h.get(loss, float("nan")) for h in hist], marker="o", label=name)
-        axes[1].plot(ep, [h.get(metric, float("nan")) for h in hist], marker="o", label=name)
-    axes[0].set(title="training loss", xlabel="epoch", ylabel=loss)
-    axes[1].set(title="validation " + metric.replace("valid_", "").upper(), xlabel="epoch", ylabel=metric)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

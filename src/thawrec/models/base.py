@@ -1,22 +1,36 @@
-"""The model contract every thawrec system follows (DESIGN.md, "The model contract").
+"""The model contracts every thawrec system follows (DESIGN.md, "The model contract").
 
 A model owns no device, optimizer or loop. The Trainer calls ``forward`` and ``compute_loss``,
-sums the named loss terms, and steps the optimizers built from ``param_groups``.
+sums the named loss terms, and steps the optimizers built from ``param_groups``. Every optional
+hook is declared here with its default, so a model overrides what it needs and nothing is found by
+``hasattr``:
+
+- ``param_groups()``: several optimizers / per-group objectives (MAIL's two, MWUF's alternation);
+- ``on_batch_end(batch, out)``: non-gradient state (centroids, memories, FIFO queues, schedules);
+- ``aux_loss_terms``: named loss terms besides ``bce_<task>`` that belong to the ranking objective
+  (DMR's match loss), so a wrapper (MAIL) routes them to the right optimizer;
+- ``scores_per_user`` + ``score_columns(cols, batch_size, device)``: models that adapt per user at
+  inference (MeLU) score whole columns themselves instead of row batches.
+
+Configs: ``defaults`` lists every option a model accepts; an unknown key is a ConfigError naming
+it and the valid ones (``BaseDNN(fm, {"hiden": [8]})`` no longer builds the default network).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from thawrec.config import resolve_options
 from thawrec.data.schema import FeatureMap
 
 
 class RecModel(nn.Module):
-    """Base class: binary multi-task CTR-style models.
+    """Base class of ranking models: binary multi-task CTR-style heads.
 
     ``forward(batch)`` returns ``{"logits": {task: [B]}, ...}``; ``compute_loss`` returns named terms.
     ``param_groups()`` returns dicts ``{"name", "params", "optimizer": "adam" | "sparse_adam" | "sgd",
@@ -24,10 +38,16 @@ class RecModel(nn.Module):
     different ``loss`` lists let one model train parts on different objectives (MAIL's two optimizers).
     """
 
+    defaults: ClassVar[dict[str, Any]] = {"tasks": ["label"]}
+    nested_options: ClassVar[tuple[str, ...]] = ()  # options that are dicts merged one level down
+    aux_loss_terms: ClassVar[tuple[str, ...]] = ()
+    scores_per_user: ClassVar[bool] = False
+    registry_name: ClassVar[str | None] = None
+
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.feature_map = feature_map
-        self.cfg = dict(cfg or {})
+        self.cfg = resolve_options(type(self).__name__, self.defaults, cfg, nested=self.nested_options)
         self.tasks: list[str] = list(self.cfg.get("tasks", ["label"]))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:  # pragma: no cover - abstract
@@ -42,6 +62,7 @@ class RecModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Scores per task for a batch of rows (probabilities for ranking models)."""
         return {t: torch.sigmoid(v) for t, v in self(batch)["logits"].items()}
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -60,3 +81,9 @@ class RecModel(nn.Module):
 
     def on_batch_end(self, batch: dict[str, torch.Tensor], out: dict[str, Any]) -> None:
         """Hook for non-gradient state (queues, centroids, memories). Default: nothing."""
+
+    def score_columns(self, cols: dict[str, np.ndarray], batch_size: int,
+                      device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+        """Scores per task for every row of ``cols`` in row order; used instead of row batches when
+        ``scores_per_user`` is True (a model that adapts per user at inference)."""
+        raise NotImplementedError(f"{type(self).__name__} scores row batches (scores_per_user is False)")

@@ -1,52 +1,86 @@
-"""User clustering for cold-start recommendation (DAUC and its baselines, issue 5): the two user
-views every method reads, the contract every deep clustering method follows, and the one
-training loop they share (models own no loop: DESIGN.md, "The model contract").
+"""User clustering for cold-start recommendation (DAUC and its baselines): the contracts every
+clustering method follows. Training lives in :mod:`thawrec.train.clustering` (models own no loop).
 
-- :class:`UserViews`: per user, a multi-hot *side view* (DAUC's app usage; a proxy elsewhere), a
-  dense *target view* (concatenated mean embeddings of clicked and unclicked target items; zeros
-  for users that are not active) and the ``active`` flag (more than 3 target clicks in training).
+- :class:`UserViews` (from :mod:`thawrec.data.views`): per user, a multi-hot *side view* (DAUC's app
+  usage; a proxy elsewhere), a dense *target view* and the ``active`` flag.
 - :class:`DeepClusterer`: an ``nn.Module`` whose ``represent(side)`` is the representation the
   clusters are built from (``h(1)``: side view only, so cold users get one too), whose
   ``loss(batch, epoch)`` returns named loss terms, and whose ``on_epoch_start`` may refresh
-  non-gradient state (DEC's target distribution).
-- :func:`fit_clusterer`: mini-batches of users, Adam, per-epoch validation by a caller-given
-  score of the representations (the paper picks the epoch with the best validation
-  recommendation quality), the best epoch's weights restored.
-- :func:`kmeans`: faiss when installed (about 4x faster than MiniBatchKMeans, DESIGN.md),
-  else scikit-learn's MiniBatchKMeans (batch 10,000, 100 iterations: the paper's settings).
+  non-gradient state (DEC's target distribution). Declared hooks: ``fit_defaults`` (the method's
+  own epochs and learning rate), ``has_own_assignment`` + ``assign`` (DEC/IDEC cluster users
+  themselves; the others are clustered by k-means on ``represent``).
+- :class:`ShallowClusterer`: methods with nothing to train (Random, Profile, k-means on the raw
+  side view): ``labels(views, seed)``.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from thawrec.data.views import UserViews  # noqa: F401 - the views every method reads (re-exported)
-from thawrec.errors import ConfigError, DataError
+from thawrec.data.views import UserViews
+from thawrec.errors import ConfigError
 
-log = logging.getLogger(__name__)
+__all__ = ["UserViews", "DeepClusterer", "ShallowClusterer", "embed"]
 
 
 class DeepClusterer(nn.Module):
     """Contract of a deep clustering method (DAUC, DEC, IDEC, DCCAE, COMPLETER)."""
+
+    has_own_assignment: ClassVar[bool] = False
+    registry_name: ClassVar[str | None] = None
+
+    @classmethod
+    def from_views(cls, views: UserViews, cfg: dict[str, Any] | None = None) -> DeepClusterer:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, views: UserViews, n_clusters: int, cfg: dict[str, Any] | None = None) -> DeepClusterer:
+        """The registry's constructor: sized for ``views``. Methods that do not fix the number of
+        clusters themselves (k-means runs on ``represent`` afterwards) ignore ``n_clusters``."""
+        return cls.from_views(views, cfg)
+
+    @property
+    def fit_defaults(self) -> dict[str, Any]:
+        """Epochs and learning rate of the method's paper (DAUC App. A.3: 30 epochs, lr 1e-4)."""
+        return {"epochs": 30, "lr": 1e-4}
 
     def represent(self, side: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """``[B, M]`` side view -> ``[B, D]`` representation the clusters are built from."""
         raise NotImplementedError
 
     def loss(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:  # pragma: no cover
-        """Named loss terms for a mini-batch (summed by :func:`fit_clusterer`, each logged)."""
+        """Named loss terms for a mini-batch (summed by the trainer, each logged)."""
         raise NotImplementedError
 
     def on_epoch_start(self, epoch: int, views: UserViews) -> None:
         """Refresh non-gradient state before an epoch (DEC's target distribution). Default: nothing."""
+
+    def assign(self, side: torch.Tensor) -> torch.Tensor:
+        """The method's own hard clusters ``[B]`` (only when ``has_own_assignment``)."""
+        raise ConfigError(f"{type(self).__name__} has no cluster assignment of its own. "
+                          "Fix: cluster its representations with k-means (thawrec.retrieval.index.kmeans)")
+
+
+class ShallowClusterer:
+    """Contract of a clustering method with nothing to train: ``labels(views, seed) -> [U]``."""
+
+    registry_name: ClassVar[str | None] = None
+
+    def __init__(self, n_clusters: int, cfg: dict[str, Any] | None = None) -> None:
+        if cfg:
+            raise ConfigError(f"{type(self).__name__} takes no options, got {sorted(cfg)}. Fix: pass none")
+        self.n_clusters = int(n_clusters)
+
+    @classmethod
+    def build(cls, views: UserViews, n_clusters: int, cfg: dict[str, Any] | None = None) -> ShallowClusterer:
+        return cls(n_clusters, cfg)
+
+    def labels(self, views: UserViews, seed: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 @torch.no_grad()
@@ -60,115 +94,8 @@ def embed(model: DeepClusterer, views: UserViews, batch_size: int = 4096) -> np.
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-@dataclass
-class ClusterFit:
-    history: list[dict[str, float]]
-    best_epoch: int
-    best_score: float | None
-
-
-def fit_clusterer(
-    model: DeepClusterer,
-    views: UserViews,
-    *,
-    epochs: int = 30,
-    batch_size: int = 128,
-    lr: float = 1e-4,
-    seed: int = 0,
-    validate: Callable[[np.ndarray], float] | None = None,
-    progress: bool = False,
-) -> ClusterFit:
-    """Train ``model`` on mini-batches of users (shuffled per epoch, seeded) with Adam.
-
-    ``validate(representations) -> score`` (higher is better), called after every epoch; the
-    weights of the best epoch are restored at the end. Without it the last epoch is kept.
-    """
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ConfigError(f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr}). "
-                          "Fix: pass positive values")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, Any]] | None = None
-    bar = _progress(progress, epochs)
-    for epoch in range(epochs):
-        model.on_epoch_start(epoch, views)
-        model.train()
-        sums: dict[str, float] = {}
-        n = 0
-        order = rng.permutation(views.n_users)
-        for s in range(0, len(order), batch_size):
-            terms = model.loss(views.batch(order[s:s + batch_size]), epoch)
-            if not terms:
-                continue
-            total = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n += 1
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
-        if validate is not None:
-            score = float(validate(embed(model, views)))
-            row["valid_score"] = score
-            if best is None or score > best[0]:
-                best = (score, epoch + 1, copy.deepcopy(model.state_dict()))
-        history.append(row)
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
-        if bar is not None:
-            bar[0].update(bar[1], advance=1)
-    if bar is not None:
-        bar[0].stop()
-    if best is not None:
-        model.load_state_dict(best[2])
-        return ClusterFit(history, best[1], best[0])
-    return ClusterFit(history, epochs, None)
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    p = Progress(transient=True)
-    p.start()
-    return p, p.add_task("clustering epochs", total=total)
-
-
-def kmeans(x: np.ndarray, k: int, *, seed: int = 0, backend: str = "auto", iterations: int = 100,
-           batch_size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
-    """k-means of the rows of ``x``: ``(labels [U], centroids [k, D])``.
-
-    ``backend``: ``faiss`` (Lloyd's algorithm, ``iterations`` rounds), ``minibatch`` (scikit-learn
-    MiniBatchKMeans with ``batch_size`` and ``max_iter = iterations``, the paper's k-means
-    baseline settings), or ``auto`` (faiss if installed).
-    """
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise DataError(f"k-means needs a non-empty 2-D array, got shape {x.shape}", fix="pass [users, dims]")
-    if not 1 <= k <= len(x):
-        raise ConfigError(f"k = {k} clusters for {len(x)} users. Fix: choose 1 <= k <= number of users")
-    if backend == "auto":
-        try:
-            import faiss  # noqa: F401
-
-            backend = "faiss"
-        except ImportError:
-            backend = "minibatch"
-    if backend == "faiss":
-        import faiss
-
-        # min_points_per_centroid 1: small user sets are fine to cluster (faiss would warn below 39 per centroid)
-        km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, verbose=False, min_points_per_centroid=1)
-        km.train(x)
-        _, labels = km.index.search(x, 1)
-        return labels[:, 0].astype(np.int64), km.centroids.copy()
-    if backend == "minibatch":
-        from sklearn.cluster import MiniBatchKMeans
-
-        km = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, max_iter=iterations, random_state=seed, n_init=3)
-        labels = km.fit_predict(x)
-        return labels.astype(np.int64), km.cluster_centers_.astype(np.float32)
-    raise ConfigError(f"unknown k-means backend '{backend}'. Fix: choose auto, faiss or minibatch")
+@torch.no_grad()
+def own_assignment(model: DeepClusterer, views: UserViews, batch_size: int = 4096) -> np.ndarray:
+    """Every user's cluster by the method's own ``assign`` (DEC / IDEC), ``[U]`` int64."""
+    return np.concatenate([model.assign(views.batch(np.arange(s, min(s + batch_size, views.n_users)))["side"])
+                           .cpu().numpy() for s in range(0, views.n_users, batch_size)])

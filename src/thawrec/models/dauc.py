@@ -77,6 +77,7 @@ from thawrec.models.clustering import DeepClusterer, UserViews
 from thawrec.nn.contrastive import multiview_contrastive_loss
 from thawrec.nn.grl import GradientReversal
 from thawrec.nn.mlp import MLP, activation
+from thawrec.registry import register
 
 #: The paper's training settings (App. A.3), to pass to ``fit_clusterer(model, views, **PAPER_TRAINING)``.
 PAPER_TRAINING: dict[str, Any] = {"epochs": 30, "batch_size": 128, "lr": 1e-4}
@@ -84,6 +85,7 @@ PAPER_TRAINING: dict[str, Any] = {"epochs": 30, "batch_size": 128, "lr": 1e-4}
 _WIDTH_KEYS = ("side_encoder", "target_encoder", "contrastive")
 
 
+@register("clusterer", "dauc")
 class DAUC(DeepClusterer):
     """DAUC over side views of width ``side_dim`` (M) and target views of width ``target_dim`` (N).
 

@@ -47,10 +47,12 @@ from thawrec.nn.autoencoders import ResidualDecoder, ResidualEncoder
 from thawrec.nn.embedding import FeatureEmbedding
 from thawrec.nn.losses import gaussian_mmd
 from thawrec.nn.pooling import AdditiveAttentionPooling
+from thawrec.registry import build_model, register
 
 ZST_VARIANTS = ("none", "single", "dual", "base", "llae")
 
 
+@register("ranker", "mail")
 class MAIL(RecModel):
     defaults: dict[str, Any] = {
         "zst": "base",
@@ -65,15 +67,16 @@ class MAIL(RecModel):
         "mmd_sigma": 1.0,
         "llae_rank": 30,
         "ranker": {},
+        "tasks": ["label"],
     }
 
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:
-        cfg = {**self.defaults, **(cfg or {})}
+        super().__init__(feature_map, cfg)
+        cfg = self.cfg
         if cfg["zst"] not in ZST_VARIANTS:
             raise ConfigError(f"unknown zero-shot variant '{cfg['zst']}'. Fix: choose one of {ZST_VARIANTS}")
         if cfg["behaviour_target"] not in ("sum", "mean"):
             raise ConfigError(f"behaviour_target must be 'sum' or 'mean', got '{cfg['behaviour_target']}'")
-        super().__init__(feature_map, cfg)
         self.v_field = cfg["behaviour_field"]
         if self.v_field not in feature_map or feature_map[self.v_field].kind != "sequence":
             raise ConfigError(f"MAIL needs the behaviour sequence '{self.v_field}' among the features. "
@@ -166,7 +169,7 @@ class MAIL(RecModel):
 
     def param_groups(self) -> list[dict[str, Any]]:
         """G_B: ranking tower + embeddings (+ MAIL-None's linear map) on L_rt; G_A: zero-shot tower on L_zst."""
-        rt = [f"rt_bce_{t}" for t in self.tasks] + [f"rt_{n}" for n in getattr(self.ranker, "aux_loss_terms", ())]
+        rt = [f"rt_bce_{t}" for t in self.tasks] + [f"rt_{n}" for n in self.ranker.aux_loss_terms]
         groups = [{**g, "name": f"rank_{g['name']}", "loss": rt} for g in self.ranker.param_groups()]
         if self.cfg["zst"] == "none":
             groups.append({"name": "rank_linear_map", "params": list(self.linear_map.parameters()),
@@ -181,8 +184,6 @@ class MAIL(RecModel):
 
 def _ranking_tower(name: str, feature_map: FeatureMap, cfg: dict[str, Any], v_field: str) -> RecModel:
     """Build the ranking tower from the registry and check it can take a behaviour override."""
-    from thawrec.registry import build_model  # the registry lists MAIL itself
-
     if name == "mail":
         raise ConfigError("MAIL cannot be its own ranking tower. Fix: set tower to base_dnn, dmr, poso, ...")
     tower = build_model(name, feature_map, cfg)

@@ -31,11 +31,14 @@ from thawrec.nn.embedding import EmbeddedSequence, FeatureEmbedding
 from thawrec.nn.gating import PosoMLP
 from thawrec.nn.mlp import MLP
 from thawrec.nn.moe import MMoE
+from thawrec.registry import register
 
 PC_CHOICES = ("avc", "is_new", "user_id", "user_item_id", "all", "item_age")
 
 
+@register("ranker", "poso")
 class PosoRanker(RecModel):
+    nested_options = ("poso",)
     defaults: dict[str, Any] = {
         "embedding_dim": 16,
         "heads": 4,
@@ -54,10 +57,9 @@ class PosoRanker(RecModel):
     }
 
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:
-        cfg = dict(cfg or {})
-        poso = {**self.defaults["poso"], **cfg.pop("poso", {})}
-        super().__init__(feature_map, {**self.defaults, **cfg, "poso": poso})
+        super().__init__(feature_map, cfg)
         c = self.cfg
+        poso = c["poso"]
         d = c["embedding_dim"]
         if c["pc"] not in PC_CHOICES:
             raise ConfigError(f"unknown personalization code '{c['pc']}'; choose one of {PC_CHOICES}")

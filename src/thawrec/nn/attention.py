@@ -26,18 +26,25 @@ from thawrec.nn.mlp import MLP, activation
 SETTINGS = ("none", "full", "shared_q", "gated_k", "gated_kv")
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """q ``[B, H, dh]``, k ``[B, H, L, dh]``, mask ``[B, L]`` (True = real item) -> ``[B, H, L]``.
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis on the real items only (``mask`` True = real, broadcastable to
+    ``scores``); a row with nothing real gets all-zero weights.
 
-    A row with an empty sequence (a brand-new user) gets all-zero weights, so it attends to
-    nothing. Its scores are set to a finite dummy before the softmax (rather than repairing the
-    NaN a softmax over only -inf gives): no NaN exists anywhere, so even second-order gradients
-    (MeLU, Meta-Embedding) stay finite.
+    Such rows (a brand-new user's empty history) get a finite dummy score before the softmax and
+    zero weights after it, rather than repairing the NaN a softmax over only -inf gives: no NaN
+    exists anywhere, so even second-order gradients (MeLU, Meta-Embedding) stay finite. Every
+    masked attention in thawrec (target MHA, DIN/DMR activation units, MAIL's pooling) uses this.
     """
+    empty = ~mask.any(dim=-1, keepdim=True)
+    s = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    return torch.softmax(s, dim=-1).masked_fill(empty, 0.0)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """q ``[B, H, dh]``, k ``[B, H, L, dh]``, mask ``[B, L]`` (True = real item) -> ``[B, H, L]``;
+    an empty sequence attends to nothing (:func:`masked_softmax`)."""
     scores = torch.einsum("bhd,bhld->bhl", q, k) / math.sqrt(q.shape[-1])
-    empty = ~mask.any(dim=-1)[:, None, None]  # [B, 1, 1]
-    scores = scores.masked_fill(~mask[:, None, :], float("-inf")).masked_fill(empty, 0.0)
-    return torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
+    return masked_softmax(scores, mask[:, None, :])
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -111,14 +118,6 @@ class TargetAttention(nn.Module):
     def value_gates(self, pc: torch.Tensor) -> torch.Tensor:
         """The N value-gate outputs g(pc) (POSO Fig. 4)."""
         return self.gate_v_mix(pc)
-
-
-def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis of ``[B, L]`` scores on the real items only; an all-padding row
-    gets all-zero weights, with no NaN anywhere (same trick as :func:`attention_weights`)."""
-    empty = ~mask.any(dim=-1, keepdim=True)
-    s = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
-    return torch.softmax(s, dim=-1).masked_fill(empty, 0.0)
 
 
 class ActivationUnitAttention(nn.Module):

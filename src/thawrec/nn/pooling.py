@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from thawrec.nn.attention import masked_softmax
+
 
 class AdditiveAttentionPooling(nn.Module):
     def __init__(self, dim: int, attn_dim: int = 32) -> None:
@@ -20,11 +22,7 @@ class AdditiveAttentionPooling(nn.Module):
     def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, n, d]`` (+ mask ``[B, n]``, True = real) -> attention weights ``[B, n]``."""
         e = self.z(torch.tanh(self.proj(x))).squeeze(-1)
-        if mask is None:
-            return torch.softmax(e, dim=-1)
-        empty = ~mask.any(dim=-1, keepdim=True)
-        e = e.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)  # finite everywhere: no NaN
-        return torch.softmax(e, dim=-1).masked_fill(empty, 0.0)
+        return torch.softmax(e, dim=-1) if mask is None else masked_softmax(e, mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, n, d] -> [B, d]``."""

@@ -18,9 +18,12 @@ from thawrec.config import RunConfig, load_config, save_config
 from thawrec.data.preprocess import FeatureConfig, FeaturePipeline
 from thawrec.data.schema import Dataset, atomic_write_text
 from thawrec.errors import ConfigError
+from thawrec.data.worlds import load_world
+from thawrec.eval.groups import group_masks
+from thawrec.eval.metrics import binary_metrics
 from thawrec.registry import build_model
 from thawrec.train import dist as tdist
-from thawrec.suites.common import binary_metrics, group_masks, load_world, score_model, train_model
+from thawrec.train.fit import score_model, train_model
 
 log = logging.getLogger(__name__)
 
@@ -93,5 +96,3 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu"))
     model.to(torch.device("cpu"))
     return {"dataset": name, **evaluate_parts(model, pipe, ds, split, cfg, parts=("valid", "test"))}
-
-

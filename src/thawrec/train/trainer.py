@@ -18,37 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from thawrec import progress
+from thawrec.config import TrainConfig
 from thawrec.errors import ConfigError
 from thawrec.models.base import RecModel
 from thawrec.train import dist as tdist
 from thawrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 1024
-    eval_batch_size: int = 8192
-    lr: float = 1e-3
-    sparse_lr: float | None = None
-    weight_decay: float = 0.0
-    grad_clip: float | None = 10.0
-    patience: int = 2
-    monitor: str = "auc"
-    monitor_mode: str = "max"
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown train option(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
 
 
 @dataclass
@@ -110,10 +87,11 @@ def predict(model: RecModel, batches: Iterable[dict[str, torch.Tensor]], device:
 class Trainer:
     """Fit a RecModel. ``evaluate(model) -> dict[str, float]`` scores the validation set."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None, label: str = "model") -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir else None
         self.device = resolve_device(cfg.device)
+        self.label = label  # names the model in progress lines
 
     # ------------------------------------------------------------------------------------------
     def fit(
@@ -166,6 +144,8 @@ class Trainer:
                 train_batches.set_epoch(epoch)
             t0 = time.perf_counter()
             sums, n_seen = self._run_epoch(model, net, groups, optimizers, train_batches, epoch)
+            if epoch == start_epoch:
+                _check_loss_terms(groups, sums)
             if info.enabled:
                 _average_buffers(model, info.world_size)
             secs = time.perf_counter() - t0
@@ -184,6 +164,10 @@ class Trainer:
             else:
                 bad_epochs += 1
             log.info("epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+            if info.is_main:
+                progress.note("%s epoch %d/%d: loss %.4f, valid %s %.4f%s (%.1f s)", self.label, epoch + 1, cfg.epochs,
+                              sums.get("loss", float("nan")), cfg.monitor, metrics[cfg.monitor],
+                              " *" if best_epoch == epoch else "", secs)
             if save_here:
                 save_checkpoint(ckpt_path, {
                     "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
@@ -210,7 +194,7 @@ class Trainer:
             key = tuple(g["loss"]) if g.get("loss") else None
             by_loss.setdefault(key, []).append(i)
         show = self.cfg.progress and tdist.current().is_main
-        with _progress(show, total, f"epoch {epoch}") as advance:
+        with progress.bar(show, total, f"{self.label} epoch {epoch}") as advance:
             for batch in batches:
                 batch = to_device(batch, self.device)
                 out = net(batch)
@@ -267,6 +251,18 @@ class Trainer:
             w.writerows(history)
 
 
+def _check_loss_terms(groups: list[dict[str, Any]], produced: dict[str, float]) -> None:
+    """A param group that optimises a loss term the model never produced in a whole epoch would
+    silently train on nothing: refuse it, naming the term and what the model does produce."""
+    for g in groups:
+        missing = [t for t in (g.get("loss") or []) if t not in produced]
+        if missing:
+            made = sorted(k for k in produced if k != "loss")
+            raise ConfigError(f"param group '{g.get('name')}' optimises loss term(s) {missing} that the model never "
+                              f"produced in a whole epoch (it produced {made}). Fix: name terms the model's "
+                              "compute_loss returns in that group's 'loss' list")
+
+
 @torch.no_grad()
 def _average_buffers(model: nn.Module, world_size: int) -> None:
     """BatchNorm running statistics are rank-local under DDP; average them so every rank
@@ -275,25 +271,3 @@ def _average_buffers(model: nn.Module, world_size: int) -> None:
         if b.is_floating_point():
             tdist.all_reduce_sum(b)
             b.div_(world_size)
-
-
-class _progress:
-    """A rich progress bar when asked for, else a no-op advance()."""
-
-    def __init__(self, enabled: bool, total: int | None, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), transient=True)
-        self.p.__enter__()
-        task = self.p.add_task(self.label, total=self.total)
-        return lambda: self.p.advance(task)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.p.__exit__(*exc)

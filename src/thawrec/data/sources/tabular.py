@@ -207,7 +207,12 @@ def parse_ts(df: pl.DataFrame, col: str, file: str, *, allow_datetime: bool = Fa
             raise DataError("missing timestamp", file=file, row=row, column=col, fix="fill the timestamp or remove the row")
         num = t.cast(pl.Float64, strict=False)
         if allow_datetime and num.is_null().any() and num.is_null().all():
-            dt = t.str.to_datetime(strict=False, time_unit="us")
+            try:
+                dt = t.str.to_datetime(strict=False, time_unit="us")
+            except pl.exceptions.PolarsError:  # polars found no datetime format that fits the column at all
+                raise DataError(f"timestamp {s[0]!r} is neither Unix seconds nor an ISO datetime (no datetime "
+                                "format fits the column)", file=file, row=0, column=col,
+                                fix="use Unix seconds or ISO 8601 like 2001-01-02T03:04:05") from None
             row = first_bad_row(dt.is_null())
             if row is not None:
                 raise DataError(f"timestamp {s[row]!r} is neither Unix seconds nor an ISO datetime", file=file,

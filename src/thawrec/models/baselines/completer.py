@@ -41,12 +41,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from thawrec.errors import ConfigError
-from thawrec.models.baselines.dec import (TwoViewClusterer, check_dims, check_positive, check_recon_loss,
+from thawrec.models.baselines.two_view import (TwoViewClusterer, check_dims, check_positive, check_recon_loss,
                                           reconstruction_loss, view_decoder, view_encoder)
 from thawrec.nn.losses import completer_contrastive_loss
 from thawrec.nn.mlp import MLP
+from thawrec.registry import register
 
 
+@register("clusterer", "completer")
 class COMPLETER(TwoViewClusterer):
     """Config keys (defaults): ``side_encoder`` [800, 600, 400], ``target_encoder`` [256, 400]
     (decoders mirror them; the two codes must have the same size), ``predictor_hidden`` [256],

@@ -45,14 +45,16 @@ from typing import Any
 import torch
 
 from thawrec.errors import ConfigError
-from thawrec.models.baselines.dec import (TwoViewClusterer, check_positive, check_recon_loss,
+from thawrec.models.baselines.two_view import (TwoViewClusterer, check_positive, check_recon_loss,
                                           reconstruction_loss, view_decoder, view_encoder)
 from thawrec.models.clustering import UserViews
 from thawrec.nn.losses import cca_loss
+from thawrec.registry import register
 
 log = logging.getLogger(__name__)
 
 
+@register("clusterer", "dccae")
 class DCCAE(TwoViewClusterer):
     """Config keys (defaults): ``side_encoder`` [800, 600, 400], ``target_encoder`` [256, 400]
     (decoders mirror them), ``activation`` "relu", ``recon_loss`` "mse" ("bce"), ``cca_r1`` 1e-3,

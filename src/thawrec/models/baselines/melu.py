@@ -34,6 +34,7 @@ from thawrec.data.schema import FeatureMap
 from thawrec.errors import ConfigError
 from thawrec.models.base import RecModel
 from thawrec.models.poso import PosoRanker
+from thawrec.registry import register
 
 MELU_DEFAULTS: dict[str, Any] = {"local_lr": 1e-1, "local_steps": 1, "n_support": 10, "n_query": 10,
                                  "first_order": False, "users_per_batch": 32, "score_users": 256}
@@ -57,16 +58,20 @@ class _Decider(nn.Module):
         return torch.stack([logits[t] for t in self.tasks], dim=-1)
 
 
+@register("ranker", "melu")
 class MeLU(RecModel):
+    defaults = {**PosoRanker.defaults, **MELU_DEFAULTS}
+    nested_options = ("poso",)
+    scores_per_user = True  # causal per-user adaptation at inference: score_columns
+
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:
-        cfg = {**MELU_DEFAULTS, **(cfg or {})}
-        poso = cfg.pop("poso", None) or {}
-        if any(v not in (False, None, "none") for v in poso.values()):
-            raise ConfigError(f"MeLU adapts the plain base model, got POSO modules {poso}. "
+        super().__init__(feature_map, cfg)
+        cfg = self.cfg
+        if any(v not in (False, None, "none") for v in cfg["poso"].values()):
+            raise ConfigError(f"MeLU adapts the plain base model, got POSO modules {cfg['poso']}. "
                               "Fix: drop 'poso' from the MeLU config")
         if cfg["local_steps"] < 1 or cfg["local_lr"] <= 0 or cfg["n_support"] < 1:
             raise ConfigError("MeLU needs local_steps >= 1, local_lr > 0 and n_support >= 1. Fix: the MeLU config")
-        super().__init__(feature_map, cfg)
         self.base = PosoRanker(feature_map, {k: v for k, v in cfg.items() if k not in MELU_DEFAULTS})
         self.cfg = {**self.base.cfg, **{k: cfg[k] for k in MELU_DEFAULTS}}  # the full config, base defaults included
         self.tasks = list(self.base.tasks)

@@ -33,16 +33,27 @@ from torch import nn
 
 from thawrec.data.reader import episode_width
 from thawrec.errors import ConfigError
+from thawrec.data.schema import FeatureMap
 from thawrec.models.base import RecModel
 from thawrec.models.baselines.id_embedding import unknown_ids, user_attribute_fields
 from thawrec.nn.embedding import EmbeddedSequence
+from thawrec.registry import register
 
 
+@register("ranker", "meta_embedding")
 class MetaEmbedding(RecModel):
-    defaults: dict[str, Any] = {"alpha": 0.1, "warm_lr": 0.1, "hidden": 0, "target": "user_id", "hide_fields": []}
+    """Built on a trained ``base`` ranker of the same feature map: ``MetaEmbedding(fm, cfg, base=model)``
+    (the registry passes it as ``build_model("meta_embedding", fm, cfg, base=model)``)."""
 
-    def __init__(self, base: RecModel, cfg: dict[str, Any] | None = None) -> None:
-        super().__init__(base.feature_map, {**self.defaults, "tasks": base.tasks, **(cfg or {})})
+    defaults: dict[str, Any] = {"alpha": 0.1, "warm_lr": 0.1, "hidden": 0, "target": "user_id", "hide_fields": [],
+                                "tasks": ["label"]}
+
+    def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None, *,
+                 base: RecModel | None = None) -> None:
+        if base is None:
+            raise ConfigError("Meta-Embedding needs the trained base model it warms up. Fix: pass base=<trained "
+                              "ranker> (suites train the base of the same seed first)")
+        super().__init__(feature_map, {"tasks": base.tasks, **(cfg or {})})
         self.base = base.requires_grad_(False).eval()  # a trained base model; never updated here
         self.attrs = user_attribute_fields(base.feature_map)
         self.target = self.cfg["target"]

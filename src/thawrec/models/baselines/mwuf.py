@@ -29,15 +29,21 @@ from thawrec.errors import ConfigError
 from thawrec.models.base import RecModel
 from thawrec.models.baselines.id_embedding import unknown_ids, user_attribute_fields
 from thawrec.models.poso import PosoRanker
+from thawrec.registry import register
 
 
+MWUF_OPTIONS: dict[str, Any] = {"history_field": "hist_items", "meta_hidden": 16}
+
+
+@register("ranker", "mwuf")
 class MWUF(RecModel):
-    defaults: dict[str, Any] = {"history_field": "hist_items", "meta_hidden": 16}
+    defaults = {**PosoRanker.defaults, **MWUF_OPTIONS}  # its base model's options + its own
+    nested_options = ("poso",)
 
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:
-        cfg = {**self.defaults, **(cfg or {})}
         super().__init__(feature_map, cfg)
-        self.base = PosoRanker(feature_map, {k: v for k, v in cfg.items() if k not in self.defaults})
+        cfg = self.cfg
+        self.base = PosoRanker(feature_map, {k: v for k, v in cfg.items() if k not in MWUF_OPTIONS})
         self.attrs = user_attribute_fields(feature_map)
         if cfg["history_field"] not in self.base.seq_fields:
             raise ConfigError(f"MWUF's shifting network needs the history sequence '{cfg['history_field']}'. "

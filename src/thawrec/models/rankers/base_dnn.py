@@ -16,8 +16,10 @@ from thawrec.data.schema import FeatureMap
 from thawrec.models.base import RecModel
 from thawrec.nn.embedding import EmbeddedSequence, FeatureEmbedding
 from thawrec.nn.mlp import MLP
+from thawrec.registry import register
 
 
+@register("ranker", "base_dnn")
 class BaseDNN(RecModel):
     defaults: dict[str, Any] = {
         "embedding_dim": 32,
@@ -30,8 +32,7 @@ class BaseDNN(RecModel):
     }
 
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:
-        merged = {**self.defaults, **(cfg or {})}
-        super().__init__(feature_map, merged)
+        super().__init__(feature_map, cfg)
         c = self.cfg
         self.embedding = FeatureEmbedding(feature_map, c["embedding_dim"], sparse=c["sparse_embeddings"])
         self.fields = self.embedding.names()

@@ -36,8 +36,10 @@ from thawrec.models.base import RecModel
 from thawrec.nn.attention import ActivationUnitAttention, masked_softmax
 from thawrec.nn.embedding import EmbeddedSequence, FeatureEmbedding
 from thawrec.nn.mlp import MLP, PReLULast
+from thawrec.registry import register
 
 
+@register("ranker", "dmr")
 class DMR(RecModel):
     aux_loss_terms = ("match",)  # named loss terms besides bce_<task> (a wrapper like MAIL routes them)
     defaults: dict[str, Any] = {
@@ -54,7 +56,7 @@ class DMR(RecModel):
     }
 
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:
-        super().__init__(feature_map, {**self.defaults, **(cfg or {})})
+        super().__init__(feature_map, cfg)
         c = self.cfg
         d = c["embedding_dim"]
         self.v_field, self.t_field = c["behaviour_field"], c["target_field"]

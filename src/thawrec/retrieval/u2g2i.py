@@ -40,8 +40,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from thawrec.checks import int_ids, labels01, positive_int, same_length, timestamps
 from thawrec.errors import ConfigError, DataError
-from thawrec.eval.metrics import same_length
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ __all__ = [
     "top_k_for_users",
     "merge_candidates",
     "multiway_candidates",
+    "check_clusters",
+    "check_items",
+    "check_prior",
 ]
 
 UNASSIGNED = -1
@@ -70,58 +73,8 @@ _INT64_MAX = np.iinfo(np.int64).max
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
-def _int_1d(x: Any, name: str, *, allow_minus_one: bool = False) -> np.ndarray:
-    """A 1-D int64 array of ids; negative ids are refused (``-1`` too unless allowed)."""
-    arr = np.asarray(x)
-    if arr.ndim != 1:
-        raise DataError(f"expected a 1-D array of ids, got shape {arr.shape}", column=name,
-                        fix=f"pass `{name}` as a flat integer array")
-    if arr.size and not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        raise DataError(f"ids must be integers, got dtype {arr.dtype}", column=name,
-                        fix="re-index raw ids to dense ints (thawrec data import does this)")
-    arr = arr.astype(np.int64, copy=False)
-    low = -1 if allow_minus_one else 0
-    bad = arr < low
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        allowed = "-1 (unassigned) or a cluster id >= 0" if allow_minus_one else "ids >= 0"
-        raise DataError(f"{int(bad.sum())} negative id(s) (first: {arr[row]})", row=row, column=name,
-                        fix=f"use {allowed}")
-    return arr
-
-
-def _labels01(x: Any) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 1 or not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
-        raise DataError(f"labels must be a 1-D numeric 0/1 array, got {arr.dtype} {arr.shape}", column="labels",
-                        fix="encode a click as 1 and an exposure without click as 0")
-    bad = (arr != 0) & (arr != 1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{int(bad.sum())} label(s) not 0/1 (first: {arr[row]!r})", row=row, column="labels",
-                        fix="binarise the labels (click = 1, exposure without click = 0)")
-    return arr.astype(np.int64)
-
-
-def _ts_1d(x: Any) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"ts must be a 1-D numeric array (seconds), got {arr.dtype} {arr.shape}", column="ts",
-                        fix="pass timestamps as int seconds")
-    if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
-        row = int(np.flatnonzero(np.isnan(arr))[0])
-        raise DataError("NaN timestamp", row=row, column="ts", fix="drop or fill rows without a timestamp")
-    return arr
-
-
-def _same_length(**arrays: np.ndarray) -> int:
+def _aligned(**arrays: np.ndarray) -> int:
     return same_length("pass the event columns aligned row by row, one entry per interaction", **arrays)
-
-
-def _check_k(k: Any, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {k!r}. Fix: pass e.g. {name}=50")
-    return int(k)
 
 
 def _check_windows(windows: Sequence[Any]) -> tuple[int, ...]:
@@ -134,7 +87,7 @@ def _check_windows(windows: Sequence[Any]) -> tuple[int, ...]:
     return tuple(int(w) for w in ws)
 
 
-def _check_prior(alpha: float, beta: float, min_exposures: int) -> None:
+def check_prior(alpha: float, beta: float, min_exposures: int) -> None:
     if not (np.isfinite(alpha) and np.isfinite(beta) and alpha >= 0 and beta >= 0):
         raise ConfigError(f"CTR prior must be finite and >= 0, got alpha={alpha}, beta={beta}. "
                           "Fix: use alpha=beta=0 (plain CTR) or e.g. alpha=1, beta=20")
@@ -143,9 +96,9 @@ def _check_prior(alpha: float, beta: float, min_exposures: int) -> None:
                           "Fix: pass 1 (every exposed item is a candidate) or more")
 
 
-def _check_clusters(cluster_of_user: Any, n_clusters: int | None) -> tuple[np.ndarray, int]:
+def check_clusters(cluster_of_user: Any, n_clusters: int | None) -> tuple[np.ndarray, int]:
     """``cluster_of_user`` as int64 in ``[-1, n_clusters)``; infers ``n_clusters`` as max + 1."""
-    cl = _int_1d(cluster_of_user, "cluster_of_user", allow_minus_one=True)
+    cl = int_ids(cluster_of_user, "cluster_of_user", allow_minus_one=True)
     top = int(cl.max(initial=-1)) + 1
     if n_clusters is None:
         return cl, top
@@ -159,7 +112,7 @@ def _check_clusters(cluster_of_user: Any, n_clusters: int | None) -> tuple[np.nd
     return cl, int(n_clusters)
 
 
-def _check_items(items: np.ndarray, n_items: int | None, name: str = "items") -> int:
+def check_items(items: np.ndarray, n_items: int | None, name: str = "items") -> int:
     top = int(items.max(initial=-1)) + 1
     if n_items is None:
         return top
@@ -207,7 +160,7 @@ class WindowStats:
         """Smoothed CTR ``(clicks + alpha) / (exposures + alpha + beta)`` on the pairs exposed at least
         ``min_exposures`` times (others are not stored: they are not candidates; a stored 0 is an
         exposed item without clicks)."""
-        _check_prior(alpha, beta, min_exposures)
+        check_prior(alpha, beta, min_exposures)
         expo, clk = self.exposures.data, self.clicks.data
         keep = expo >= min_exposures
         values = (clk + alpha) / (expo + alpha + beta)
@@ -222,7 +175,7 @@ class WindowStats:
 
         See the module docstring for the tie-breaking rules and which items are candidates.
         """
-        _check_prior(alpha, beta, min_exposures)
+        check_prior(alpha, beta, min_exposures)
         expo = self.exposures.data.astype(np.int64)
         clk = self.clicks.data.astype(np.int64)
         rows = np.repeat(np.arange(self.exposures.shape[0]), np.diff(self.exposures.indptr))
@@ -313,13 +266,13 @@ def cluster_item_stats(
     Returns :class:`ClusterItemStats` whose per-window CSR matrices have ``n_clusters + 1`` rows,
     the last one global (all events).
     """
-    cl, n_clusters = _check_clusters(cluster_of_user, n_clusters)
-    u = _int_1d(users, "users")
-    it = _int_1d(items, "items")
-    y = _labels01(labels)
-    t = _ts_1d(ts)
-    _same_length(users=u, items=it, labels=y, ts=t)
-    n_items = _check_items(it, n_items)
+    cl, n_clusters = check_clusters(cluster_of_user, n_clusters)
+    u = int_ids(users, "users")
+    it = int_ids(items, "items")
+    y = labels01(labels)
+    t = timestamps(ts)
+    _aligned(users=u, items=it, labels=y, ts=t)
+    n_items = check_items(it, n_items)
     ws = _check_windows(windows)
     rows = _rows_for_users(cl, u, n_clusters)
     rows = np.where(rows == n_clusters, UNASSIGNED, rows)
@@ -427,14 +380,14 @@ class ExposureIndex:
                    n_items: int | None = None) -> "ExposureIndex":
         """Index of interaction rows (every row is an exposure). With ``ts`` it remembers each
         pair's earliest exposure, for :meth:`contains` with ``before``."""
-        u = _int_1d(users, "users")
-        it = _int_1d(items, "items")
-        t = None if ts is None else _ts_1d(ts)
+        u = int_ids(users, "users")
+        it = int_ids(items, "items")
+        t = None if ts is None else timestamps(ts)
         if t is None:
-            _same_length(users=u, items=it)
+            _aligned(users=u, items=it)
         else:
-            _same_length(users=u, items=it, ts=t)
-        n_items = max(_check_items(it, n_items), 1)
+            _aligned(users=u, items=it, ts=t)
+        n_items = max(check_items(it, n_items), 1)
         if len(u) and int(u.max()) >= _INT64_MAX // n_items:
             raise DataError(f"user id {int(u.max())} x n_items {n_items} overflows int64 keys", column="users",
                             fix="re-index users and items to dense ids")
@@ -556,9 +509,9 @@ def top_k_for_users(
     exposure log). Blocks keep ``users x depth`` under ``max_cells``.
     """
     rk = _as_ranking(ranking)
-    k = _check_k(k)
-    cl, _ = _check_clusters(cluster_of_user, rk.n_clusters)
-    u = _int_1d(users, "users")
+    k = positive_int(k)
+    cl, _ = check_clusters(cluster_of_user, rk.n_clusters)
+    u = int_ids(users, "users")
     if before is not None and np.ndim(before) != 0:
         raise ConfigError("`before` must be one time for all users. Fix: call once per cut-off time")
     ex = _as_exposure_index(exposed, rk.n_items)
@@ -631,7 +584,7 @@ def merge_candidates(lists: Sequence[np.ndarray], k: int | None = None,
     dup = np.empty_like(dup_sorted)
     np.put_along_axis(dup, order, dup_sorted, axis=1)
     keep = (cand >= 0) & ~dup
-    width = int(keep.sum(axis=1).max(initial=0)) if k is None else _check_k(k)
+    width = int(keep.sum(axis=1).max(initial=0)) if k is None else positive_int(k)
     out = np.full((cand.shape[0], width), -1, dtype=np.int64)
     cols = min(width, cand.shape[1])
     out[:, :cols] = _first_k_valid(cand, keep, cols)

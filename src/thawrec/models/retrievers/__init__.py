@@ -1,0 +1,1 @@
+"""Two-tower retrievers under the retrieval contract (:mod:`thawrec.models.retrieval`)."""

@@ -1,0 +1,56 @@
+"""Turning a suite's records into results.json rows, and writing results.json + report.md."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from thawrec.eval import report
+from thawrec.eval.stats import AUC_LIKE, results_rows
+from thawrec.suites.common.plan import Entry
+from thawrec.suites.common.runner import SeedLog
+
+__all__ = ["rows_by_reference", "command_line", "provenance", "payload", "write"]
+
+
+def rows_by_reference(records: list[dict[str, Any]], plan: list[Entry],
+                      auc_like: Iterable[str] = AUC_LIKE) -> list[dict[str, Any]]:
+    """results.json rows: every entry paired (by seed) with its own reference entry."""
+    refs = list(dict.fromkeys(e.reference for e in plan))
+    rows: list[dict[str, Any]] = []
+    for ref in refs:
+        mine = {e.name for e in plan if e.reference == ref}
+        rows += results_rows([r for r in records if r["model"] in mine], baseline=ref, auc_like=auc_like)
+    return rows
+
+
+def command_line(command: str | None = None) -> str:
+    """The command to print in a report: the CLI's, or this process's argv."""
+    return command or " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def provenance(command: str | None, device: str, started: float) -> dict[str, Any]:
+    """The keys every results.json ends with: environment, the exact command, wall seconds since
+    ``started`` (a ``time.perf_counter()`` value)."""
+    return {"env": report.environment(device), "command": command_line(command),
+            "wall_seconds": time.perf_counter() - started}
+
+
+def payload(suite: str, dataset: str, protocol: str, log: SeedLog, entries: list[Entry], *, command: str | None,
+            device: str, started: float, auc_like: Iterable[str] = AUC_LIKE, **extra: Any) -> dict[str, Any]:
+    """results.json of a suite run so far (DESIGN.md's layout): the rows paired with each entry's
+    reference, timing per model, the suite's own ``extra`` keys, and the provenance."""
+    return {"suite": suite, "dataset": dataset, "protocol": protocol, "seeds": list(log.seeds_done),
+            "rows": rows_by_reference(log.records, entries, auc_like), "timing": log.timing(), **extra,
+            **provenance(command, device, started)}
+
+
+def write(out: Path, payload: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """results.json (atomically) and report.md."""
+    report.write_results(out / "results.json", payload)
+    (out / "report.md").write_text(render(payload))
+    return payload
