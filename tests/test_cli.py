@@ -32,8 +32,12 @@ def test_bench_base_writes_results_report_and_plot(tiny_world, tmp_path):
     assert res.exit_code == 0, res.output
     payload = json.loads((out / "results.json").read_text())
     assert payload["suite"] == "base" and payload["seeds"] == [0, 1]
-    keys = {"model", "task", "group", "metric", "mean", "std", "values", "baseline", "p_value", "rel_improvement"}
+    keys = {"model", "task", "group", "metric", "mean", "std", "values", "baseline", "p_value", "rel_improvement",
+            "delta", "se", "ci_low", "ci_high", "mde", "n_users", "variance", "df"}
     assert all(set(r) == keys for r in payload["rows"])
+    row = next(r for r in payload["rows"] if (r["model"], r["group"], r["metric"]) == ("BaseDNN", "new", "gauc"))
+    assert row["n_users"] > 0 and row["mde"] > 0 and row["ci_low"] < row["delta"] < row["ci_high"]
+    assert payload["test_counts"]["0"]["new"]["users"] > 0  # every table states its n
     groups = {(r["model"], r["group"]) for r in payload["rows"]}
     assert {("BaseDNN", "new"), ("BaseDNN", "regular"), ("ItemPop", "new")} <= groups
     dnn_auc = next(r for r in payload["rows"] if (r["model"], r["group"], r["metric"]) == ("BaseDNN", "all", "auc"))
@@ -107,8 +111,9 @@ def test_bench_poso_table5_table1_and_throughput(tiny_world, tmp_path):
     payload = json.loads((out / "results.json").read_text())
     models = {r["model"] for r in payload["rows"]}
     assert models == {"Base (MHA+MMoE)", "POSO(MLP)", "POSO(MHA)", "POSO(MMoE)", "POSO(All Combined)",
-                      "MeLU", "Meta-Embedding", "MWUF"}
-    assert {r["group"] for r in payload["rows"]} == {"test users"}  # movielens protocol: all unseen
+                      "MeLU", "Meta-Embedding", "MWUF", "Popularity (floor)",
+                      "Oracle (planted click model)"}  # a written synthetic world keeps its ground truth
+    assert {r["group"] for r in payload["rows"]} == {"early", "established"}  # movielens protocol: all unseen
     assert {r["task"] for r in payload["rows"]} == {"favorite", "satisfied"}
     whole = {c["model"]: c for c in payload["costs"] if c["module"] == "whole model"}
     assert whole["POSO(All Combined)"]["params"] > whole["Base (MHA+MMoE)"]["params"]
@@ -127,7 +132,7 @@ def test_bench_poso_new_users_protocol_with_ablations(tiny_world, tmp_path):
                  "PC: is-new-user,POSO(All Combined),MHA: Q(i); K(i); V(i); N=4,POSO(MHA),item-age PC: POSO(MMoE)")
     assert res.exit_code == 0, res.output
     payload = json.loads((out / "results.json").read_text())
-    assert payload["protocol_name"] == "new-users" and payload["split"]["train_new_user_rows"] > 0
+    assert payload["protocol_name"] == "new-users" and payload["split"]["0"]["train_new_user_rows"] > 0
     assert {"new", "regular"} <= {r["group"] for r in payload["rows"]}
     text = (out / "report.md").read_text()
     assert "Table 2 style" in text and "Table 6 style" in text and "Table 7 style" in text
@@ -145,13 +150,17 @@ def test_bench_mail_tables_and_figures(tiny_world, tmp_path):
     payload = json.loads((out / "results.json").read_text())
     by = {(r["model"], r["group"], r["metric"]): r for r in payload["rows"]}
     assert {m for m, _, _ in by} == {"BaseDNN", "EmbLR", "LLAE", "MetaEmb", "MAIL-Base", "DMR", "MAIL-DMR",
-                                     "POSO-Base", "MAIL-POSO"}  # each model's own base runs too
+                                     "POSO-Base", "MAIL-POSO", "Popularity (floor)", "Oracle (planted click model)",
+                                     "BaseDNN + true behaviour (ceiling)"}  # each model's own base runs too
     assert by[("MAIL-Base", "new", "auc")]["baseline"] == "BaseDNN" and by[("LLAE", "old", "gauc")]["baseline"] == "EmbLR"
     assert by[("MAIL-DMR", "new", "gauc")]["baseline"] == "DMR" and by[("MetaEmb", "new", "auc")]["baseline"] == "BaseDNN"
     assert by[("MAIL-POSO", "old", "auc")]["baseline"] == "POSO-Base"
     h2h = {(r["model"], r["versus"]) for r in payload["head_to_head"]}
     assert h2h == {("MAIL-Base", "MetaEmb"), ("MAIL-DMR", "MAIL-Base")}
-    assert payload["split"]["mask_new_users"]["frac"] == 0.4 and payload["split"]["params"]["by"] == "time"
+    split = payload["split"]["1"]  # masking and split per seed: the masking seed is the run seed
+    assert split["mask_new_users"]["frac"] == 0.4 and split["mask_new_users"]["seed"] == 1
+    assert split["params"]["by"] == "time"
+    assert payload["split"]["0"]["mask_new_users"]["seed"] == 0
     assert set(payload["loss_curves"]) == {"L_a", "L_v", "L_d (MMD)", "L_rt"}
     text = (out / "report.md").read_text()
     assert "Table 2 style" in text and "Table 3 style" in text and "Model-agnostic check" in text
@@ -167,7 +176,8 @@ def test_bench_dauc_tables_nmi_and_figures(tiny_world, tmp_path):
     payload = dauc.run(None, out, [0, 1], epochs=2, n_clusters=8, k=10,
                        synth={"n_users": 400, "n_items": 200, "n_interactions": 12000, "seed": 1})
     by = {(r["model"], r["group"], r["metric"]): r for r in payload["rows"]}
-    assert {m for m, _, _ in by} == set(dauc.ALL)
+    assert {m for m, _, _ in by} == set(dauc.ALL) | {dauc.FLOOR, dauc.ORACLE, dauc.TASTE_ORACLE}
+    assert ("k-means", "cold-start", "recall@10 (size-matched random)") in by
     assert by[("k-means", "cold-start", "recall@10")]["baseline"] == "DAUC"
     assert len(by[("DCCAE", "overall", "ndcg@10")]["values"]) == 2
     assert ("Random", "all users", "nmi") in by and by[("Random", "all users", "nmi")]["mean"] < 0.2
@@ -178,3 +188,30 @@ def test_bench_dauc_tables_nmi_and_figures(tiny_world, tmp_path):
     assert "Cluster #" in (out / "case_study.md").read_text()
     res = invoke("bench", "dauc", "--seeds", 1, "--models", "nope", "--out", tmp_path / "x")
     assert res.exit_code != 0 and "unknown method" in res.output
+
+
+def test_a_ratings_log_without_user_attributes_runs_every_suite_that_can(ml100k_mini_dir, tmp_path):
+    """As a new user would: a sparse ratings log (15 a day over 200 days) with no users table.
+    Baselines that need attributes are skipped with a note, the rest runs, the replay's windows
+    adapt to the density (no method scores an empty recall), and the report says what each filter
+    removed."""
+    import shutil
+
+    src = tmp_path / "log"
+    src.mkdir()
+    for f in ("ml-100k.inter", "ml-100k.item"):
+        shutil.copy(ml100k_mini_dir / f, src / f)
+    res = invoke("bench", "dauc", "--data", src, "--seeds", 1, "--epochs", 1, "--out", tmp_path / "d",
+                 "--models", "k-means,DAUC", "--clusters", 4)
+    assert res.exit_code == 0, res.output
+    payload = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert "Profile" not in {r["model"] for r in payload["rows"]}
+    recall = {r["model"]: r["mean"] for r in payload["rows"] if r["group"] == "overall" and r["metric"] == "recall@20"}
+    assert recall["DAUC"] > 0 and recall["k-means"] > 0
+    text = (tmp_path / "d" / "report.md").read_text()
+    assert "without a click in their slice are not scored" in text and "belong to users the view filters removed" in text
+    res = invoke("bench", "poso", "--data", src, "--seeds", 1, "--epochs", 1, "--out", tmp_path / "p")
+    assert res.exit_code == 0, res.output
+    payload = json.loads((tmp_path / "p" / "results.json").read_text())
+    assert set(payload["skipped"]) == {"Meta-Embedding", "MWUF", "Oracle (planted click model)"}
+    assert "MeLU" in {r["model"] for r in payload["rows"]} and "Skipped" in (tmp_path / "p" / "report.md").read_text()

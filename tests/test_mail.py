@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from thawrec.data.preprocess import FeatureConfig, FeaturePipeline
 from thawrec.data.reader import BatchReader
-from thawrec.data.splits import mask_new_users, temporal_split
-from thawrec.data.synthetic import SynthConfig, generate
 from thawrec.errors import ConfigError
 from thawrec.models.mail import MAIL
 from thawrec.config import TrainConfig
@@ -29,12 +26,8 @@ TOWERS = {  # the ranking tower is a config choice: BaseDNN, DMR, the POSO base 
 
 
 @pytest.fixture(scope="module")
-def world():
-    ds, _ = generate(SynthConfig(n_users=400, n_items=200, n_interactions=12000, seed=6))
-    split = mask_new_users(temporal_split(ds.interactions, valid_frac=0.1, test_frac=0.125), frac=0.4, seed=0)
-    pipe = FeaturePipeline(FeatureConfig(sequences={"hist_items": ["item_id", 20]}, mask_new_behaviour=True))
-    pipe.fit(ds, split.train)
-    return pipe.feature_map, {p: pipe.transform(ds, getattr(split, p)) for p in ("train", "valid", "test")}
+def world(mail_world):
+    return mail_world
 
 
 def _batch(cols, n=256):
@@ -112,7 +105,7 @@ def test_trains_end_to_end_and_scores(world):
     old = (batch["hist_items"] > 0).any(1)
     with torch.no_grad():  # generated behaviour is nearer the real one than the zero padding is
         real = model.ranker.embedding.pooled("hist_items", batch["hist_items"])[old]
-        gen = model.virtual_behaviour(batch)[old]
+        gen = model.tower_behaviour(batch)[old]  # as BaseDNN receives it (mean x length by default)
     assert (gen - real).pow(2).sum(1).mean() < real.pow(2).sum(1).mean()
     p = score_model(model, cols["test"], 4096)["label"]
     assert p.shape == cols["test"]["label"].shape and ((p > 0) & (p < 1)).all()
@@ -146,7 +139,7 @@ def test_llae_is_a_rank_limited_linear_map_with_tied_decoder(world):
     fm, cols = world
     model = MAIL(fm, {**SMALL, "zst": "llae", "llae_rank": 3, "ranker": {"embedding_dim": 8, "hidden": []}})
     assert len(model.ranker.mlp) == 0  # EmbLR: logistic regression straight on the embeddings
-    W = model.llae_out.weight @ model.llae_in.weight  # [d, n_a * d]
+    W = model.llae_out.weight @ model.llae_in.weight  # [d + 1, n_a * d]: mean item + log-length (default target)
     assert torch.linalg.matrix_rank(W) <= 3
     batch = _batch(cols["train"])
     a = model._attributes(batch).flatten(1)

@@ -54,9 +54,13 @@ def test_target_attention_settings_shapes_padding_and_empty_history(mode):
     assert torch.allclose(att(q, seq2, mask, pc), out, atol=1e-6)
 
 
-def test_gated_k_with_neutral_gates_equals_mha_over_the_summed_values():
+@pytest.mark.parametrize("value_mix_scale, combine", [("c_over_n", "mean"), ("c", "sum")])
+def test_gated_k_with_neutral_gates_equals_mha_over_the_mixed_values(value_mix_scale, combine):
+    """A neutral gate (C * sigmoid(0) = 1) averages the N value sets under the default C/N mix
+    (the base model's scale, Eq. 6) and sums them under the old C mix."""
     torch.manual_seed(0)
-    att = TargetAttention(12, 8, heads=2, head_dim=4, personalization="gated_k", n_personal=3, pc_dim=5)
+    att = TargetAttention(12, 8, heads=2, head_dim=4, personalization="gated_k", n_personal=3, pc_dim=5,
+                          value_mix_scale=value_mix_scale)
     neutral(att.gate_k)
     neutral(att.gate_v_mix)
     q, seq, pc = torch.randn(4, 12), torch.randn(4, 6, 8), torch.randn(4, 5)
@@ -65,7 +69,8 @@ def test_gated_k_with_neutral_gates_equals_mha_over_the_summed_values():
     with torch.no_grad():
         plain.wq.weight.copy_(att.wq.weight)
         plain.wk.weight.copy_(att.wk.weight)
-        plain.wv.weight.copy_(att.wv.weight.view(3, 8, 8).sum(0))
+        sets = att.wv.weight.view(3, 8, 8)
+        plain.wv.weight.copy_(sets.mean(0) if combine == "mean" else sets.sum(0))
     assert torch.allclose(att(q, seq, mask, pc), plain(q, seq, mask), atol=1e-5)
 
 
@@ -110,5 +115,8 @@ def test_pooled_values_equal_projecting_every_position(mode):
     if mode == "gated_kv":
         v = v * att._heads(att.gate_v(pc), 1)[:, :, :, None, :]
     outs = torch.stack([masked_attention(q[min(i, nq - 1)], k[min(i, nk - 1)], v[i], mask) for i in range(att.n)])
-    ref = outs[0] if att.n == 1 else torch.einsum("bn,nbhe->bhe", att.gate_v_mix(pc), outs)
+    if att.n == 1:
+        ref = outs[0]
+    else:  # weights (C / N) sigmoid(.) = g(pc) / N (value_mix_scale "c_over_n", the default)
+        ref = torch.einsum("bn,nbhe->bhe", att.gate_v_mix(pc) / att.n, outs)
     assert torch.allclose(att(q_in, seq, mask, pc), ref.reshape(5, -1), atol=1e-5)

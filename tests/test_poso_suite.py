@@ -28,6 +28,8 @@ def test_plan_entries_name_registered_models_with_options_they_accept():
     from thawrec.config import resolve_options
 
     for e in poso.model_plan(list(poso.SECTIONS)):
+        if e.floor:  # floors and ceilings are scored, not built
+            continue
         cls = registry.get("ranker", e.model)
         resolve_options(cls.__name__, cls.defaults, e.cfg, nested=cls.nested_options)  # raises on a bad key
 
@@ -38,10 +40,23 @@ def test_items_section_needs_the_new_users_protocol(tmp_path):
                  synth={"n_users": 200, "n_items": 100, "n_interactions": 3000})
 
 
+def test_plan_has_a_floor_and_a_ceiling_and_skips_what_the_data_cannot_support():
+    from thawrec.suites.common.plan import supported
+
+    plan = poso.model_plan(["main", "baselines"])
+    kept, skipped = supported(plan, set())  # real data without attributes or ground truth
+    assert set(skipped) == {"Meta-Embedding", "MWUF", poso.ORACLE} and poso.FLOOR in {e.name for e in kept}
+    assert "user attributes" in skipped["MWUF"] and "ground truth" in skipped[poso.ORACLE]
+
+
 def test_undefined_gauc_is_reported_as_na_not_nan():
-    idx = {(poso.BASE, "favorite", "new items"): {"mean": float("nan"), "p_value": None},
-           ("X", "favorite", "new items"): {"mean": float("nan"), "p_value": None},
-           (poso.BASE, "favorite", "new"): {"mean": 0.70, "p_value": None},
-           ("X", "favorite", "new"): {"mean": 0.71, "p_value": 0.04}}
-    assert poso._delta_cells(idx, "X", "new items", "favorite") == ["n/a", "–"]
-    assert poso._delta_cells(idx, "X", "new", "favorite")[0] == "+1.000"
+    """A group where no test user has both classes has no GAUC: the table says n/a, never nan."""
+    from thawrec.eval.report import gains_table
+
+    nan = float("nan")
+    rows = [{"model": poso.BASE, "task": "favorite", "group": "new items", "metric": "gauc", "mean": nan, "std": nan,
+             "baseline": None},
+            {"model": "X", "task": "favorite", "group": "new items", "metric": "gauc", "mean": nan, "std": nan,
+             "baseline": poso.BASE, "delta": None, "p_value": None, "mde": None}]
+    table = gains_table(rows, "new items", [("favorite", "gauc")], [poso.BASE, "X"])
+    assert "nan" not in table and table.count("n/a") == 2

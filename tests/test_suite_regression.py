@@ -1,8 +1,12 @@
-"""Every suite gives the numbers it gave before the layering refactor, on a tiny world and a fixed
-seed: refactors that move code must not move results. The golden values (tests/golden/
-suites_tiny.json) were produced by the pre-refactor suites (base with its model initialised after
-seeding, which it then was not); regenerate them only for an intended change of results, with
-``THAWREC_UPDATE_GOLDEN=1`` and a note in the commit saying why the numbers moved."""
+"""Every suite gives the numbers it gave before, on a tiny world and a fixed seed: refactors that
+move code must not move results. History of tests/golden/suites_tiny.json: first produced by the
+pre-layering suites (issue 10: the refactor reproduced them exactly); regenerated once for issue 11,
+whose fixes move results on purpose (POSO(MHA)'s C/N value mix, MAIL's mean+length target,
+median-bandwidth MMD and v_o without dropout, per-optimizer clipping, the calibrated replay CTR,
+equal step budgets with selection on validation LogLoss, per-seed splits); and once more when a
+new machine (AVX-512 where the first had AVX2) moved the deep models' last digits: conftest.py now
+pins the instruction set of torch, OpenBLAS and FAISS to AVX2 on x86. Regenerate only for an
+intended change of results, with ``THAWREC_UPDATE_GOLDEN=1`` and a note in the commit saying why."""
 
 from __future__ import annotations
 

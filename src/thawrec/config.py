@@ -42,6 +42,7 @@ class TrainConfig:
     """How the Trainer fits a model: epochs, batch sizes, optimizer settings, early stopping."""
 
     epochs: int = 10
+    max_steps: int | None = None  # optimizer-step budget: stop (mid-epoch if need be) once reached
     batch_size: int = 1024
     eval_batch_size: int = 8192
     lr: float = 1e-3

@@ -123,6 +123,8 @@ class FeatureConfig:
     item_age_days: list[int] | None = None  # bucket boundaries in days: adds the "item_age" feature
     labels: list[str] = field(default_factory=lambda: ["label"])
     mask_new_behaviour: bool = False
+    history_before_ts: int | None = None  # sequences from events strictly before this time only (a behaviour log)
+    passthrough: list[str] = field(default_factory=list)  # frame columns copied as `_<name>`, never features
     item_multihot_cap: int = 16
     user_multihot_cap: int = 64
 
@@ -194,7 +196,7 @@ class FeaturePipeline:
         if c.context_fields is not None and leaked:
             raise ConfigError(f"label column(s) {leaked} listed as context features: that leaks the target. "
                               "Fix: remove them from FeatureConfig.context_fields")
-        context = [f for f in context if f not in c.labels]  # a label is never an input
+        context = [f for f in context if f not in c.labels and f not in c.passthrough]  # never an input
         user_mh = list(c.user_multihot) if c.user_multihot is not None else (["apps"] if "apps" in ucols else [])
         item_mh = list(c.item_multihot)
         for f in user_fields + user_mh:
@@ -365,6 +367,11 @@ class FeaturePipeline:
             x["user"].copy(), x["item"].copy(), x["ts"].copy(), avc, is_new)
         if "is_new_item" in frame.columns:
             out["_is_new_item"] = frame["is_new_item"].fill_null(False).to_numpy().astype(bool)
+        for col in cfg.passthrough:
+            if col not in frame.columns:
+                raise DataError(f"passthrough column '{col}' is not in the frame {frame.columns}", file=file,
+                                column=col, fix="add it to the interactions before splitting, or drop it")
+            out[f"_{col}"] = frame[col].to_numpy()
         self.last_stats = dict(rows=n, rows_unknown_user_table=x["n_missing_user"],
                                rows_unknown_item_table=x["n_missing_item"], rows_masked=int(masked.sum()))
         if x["n_missing_user"] or x["n_missing_item"]:
@@ -386,6 +393,8 @@ class FeaturePipeline:
         inter = ds.interactions
         if self.cfg.history_positive_only:
             inter = inter.filter(pl.col("label") == 1)
+        if self.cfg.history_before_ts is not None:  # behaviour from an earlier log only (MAIL)
+            inter = inter.filter(pl.col("ts") < int(self.cfg.history_before_ts))
         h_user = inter["user_id"].to_numpy().astype(np.int64, copy=False)
         h_ts = inter["ts"].to_numpy().astype(np.int64, copy=False)
         h_item = inter["item_id"].to_numpy().astype(np.int64, copy=False)

@@ -188,6 +188,35 @@ class SynthConfig:
     dedup_rounds: int = 8
     """Rounds of re-drawing repeated (user, item) pairs from ever flatter popularity; then up to
     UNIFORM_ROUNDS uniform re-draws until every pair is unique."""
+    # ---- scenario mechanisms (thawrec.data.scenarios); every one is off by default ----------------
+    join_mode: str = "cohort"
+    """``cohort``: regular users join before the last ``new_user_window``, new users in it (the
+    default world). ``uniform``: every user joins at a uniform time over the whole range and is
+    active from then on (events in proportion to the time left), so every user has a lifecycle and
+    a young account means the same thing in any period (POSO's scenario)."""
+    lifecycle_events: int = 0
+    """A user's first ``lifecycle_events`` events are early-life events (0: no lifecycle shift)."""
+    lifecycle_strength: float = 0.0
+    """Early-life events follow a different click model: the user's topic affinity is replaced, in
+    this proportion, by a newcomer taste shared by all new accounts (0: the null world)."""
+    lifecycle_topics: int = 3
+    """Topics the newcomer taste likes (the others it dislikes)."""
+    behaviour_log_days: float = 0.0
+    """Days of a separate behaviour log before ``t_start``: clicks of every old user drawn from their
+    own affinity; new users have none (MAIL's scenario; 0: no such log)."""
+    behaviour_events: float = 30.0
+    """Mean number of behaviour-log clicks per old user (1 + Poisson)."""
+    nuisance_strength: float = 0.0
+    """Share of each user's apps drawn from a nuisance structure unrelated to interests: the
+    preinstalled apps of the user's phone brand (DAUC's scenario; 0: apps follow interests only)."""
+    n_brands: int = 6
+    """Phone brands of the nuisance structure (each user has one, independent of the groups)."""
+    cold_shift_by: str = "clicks"
+    """What makes a user's apps shift towards the light-user distribution: ``clicks`` (at most
+    ``cold_click_threshold`` clicks over the whole log: looks ahead) or ``activity`` (a light phone
+    user: at most ``light_user_events`` events in total, known before any click)."""
+    light_user_events: int = 20
+    """With ``cold_shift_by="activity"``: users with at most this many events are light users."""
     seed: int = 0
     """Seed of the single numpy Generator: same config -> identical tables."""
 
@@ -230,6 +259,19 @@ class SynthConfig:
                 raise bad(name, "must be > 0")
         if self.year_min > self.year_max or self.year_min < 1:
             raise bad("year_min", "need 1 <= year_min <= year_max")
+        if self.join_mode not in ("cohort", "uniform"):
+            raise bad("join_mode", "must be 'cohort' or 'uniform'")
+        if self.cold_shift_by not in ("clicks", "activity"):
+            raise bad("cold_shift_by", "must be 'clicks' or 'activity'")
+        for name in ("lifecycle_strength", "nuisance_strength"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise bad(name, "must be in [0, 1]")
+        if self.lifecycle_events < 0 or not 1 <= self.lifecycle_topics <= self.n_topics:
+            raise bad("lifecycle_topics", "need lifecycle_events >= 0 and 1 <= lifecycle_topics <= n_topics")
+        if self.behaviour_log_days < 0 or self.behaviour_events < 0 or self.n_brands < 1:
+            raise bad("behaviour_log_days", "need behaviour_log_days >= 0, behaviour_events >= 0, n_brands >= 1")
+        if self.behaviour_log_days and self.t_start - self.behaviour_log_days * DAY < 0:
+            raise bad("behaviour_log_days", "the behaviour log would start before 1970")
 
     def user_event_cap(self) -> int:
         return max(1, int(self.max_user_item_frac * self.n_items))
@@ -357,10 +399,11 @@ def _items(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
                 _tag_values=tag_vals[keep], _tag_offsets=tag_offsets)
 
 
-def _activity(cfg: SynthConfig, is_new: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Events per user: 1 + log-normal share of the rest, capped, summing EXACTLY to n_interactions."""
+def _activity(cfg: SynthConfig, scale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Events per user: 1 + log-normal share of the rest (times ``scale``, the share of the time
+    range the user is active), capped, summing EXACTLY to n_interactions."""
     U, N, cap = cfg.n_users, cfg.n_interactions, cfg.user_event_cap()
-    w = rng.lognormal(0.0, cfg.activity_sigma, U) * np.where(is_new, cfg.new_user_window, 1.0)
+    w = rng.lognormal(0.0, cfg.activity_sigma, U) * scale
     jitter = rng.random(U)
 
     def counts(s: float) -> np.ndarray:
@@ -460,9 +503,10 @@ def _exposures(cfg: SynthConfig, users: dict, items: dict, counts: np.ndarray,
     return u, it, n_dup
 
 
-def _apps(cfg: SynthConfig, users: dict, is_cold: np.ndarray,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Distinct apps per user from the group's app distribution, shifted for cold users."""
+def _apps(cfg: SynthConfig, users: dict, is_cold: np.ndarray, rng: np.random.Generator,
+          srng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Distinct apps per user from the group's app distribution, shifted for cold users, and mixed
+    with the user's phone brand's preinstalled apps in proportion ``nuisance_strength``."""
     U, G, A = cfg.n_users, cfg.n_groups, cfg.n_apps
     zipf = (rng.permutation(A) + 1.0) ** -1.0
     zipf /= zipf.sum()
@@ -473,6 +517,14 @@ def _apps(cfg: SynthConfig, users: dict, is_cold: np.ndarray,
     want = np.minimum(1 + rng.poisson(max(cfg.apps_per_user - 1.0, 0.0), U), A)
     draws = np.minimum(np.ceil(want * 1.3).astype(np.int64) + 3, 4 * A)  # oversample; keep `want` distinct
     row = users["user_group"] + G * is_cold.astype(np.int64)
+    extra: dict[str, np.ndarray] = {}
+    if cfg.nuisance_strength > 0:  # rows become (interest row, brand) pairs; drawn from srng only
+        B, s = cfg.n_brands, cfg.nuisance_strength
+        brand = srng.integers(0, B, U)
+        brand_dist = srng.dirichlet(np.full(A, 0.05), size=B)  # a few preinstalled apps per brand
+        dists = ((1 - s) * dists[:, None, :] + s * brand_dist[None, :, :]).reshape(-1, A)
+        row = row * B + brand
+        extra = dict(user_brand=brand, brand_app_dist=brand_dist)
     sampler = _row_sampler(dists)
     n_per = np.zeros(U, dtype=np.int64)
     parts = []
@@ -492,8 +544,54 @@ def _apps(cfg: SynthConfig, users: dict, is_cold: np.ndarray,
         cnt = n_per[who]
         start = np.repeat(offsets[who] - np.r_[0, np.cumsum(cnt)[:-1]], cnt)
         values[start + np.arange(len(vals))] = vals + 1
-    gt = dict(group_app_dist=group_dist, cold_app_dist=cold_dist, app_popularity=zipf)
+    gt = dict(group_app_dist=group_dist, cold_app_dist=cold_dist, app_popularity=zipf, **extra)
     return offsets, values, gt
+
+
+def _rank_within_user(u: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """0-based position of each event in its user's time order (ties by row order)."""
+    order = np.lexsort((np.arange(len(u)), ts, u))
+    su = u[order]
+    first = np.r_[0, np.flatnonzero(su[1:] != su[:-1]) + 1]
+    starts = np.repeat(first, np.diff(np.r_[first, len(u)]))
+    rank = np.empty(len(u), np.int64)
+    rank[order] = np.arange(len(u)) - starts
+    return rank
+
+
+def _lifecycle(cfg: SynthConfig, srng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The newcomer taste (POSO's scenario): a few topics every young account likes, unrelated to
+    its interest group, on the scale of the group affinities. Drawn even when unused, so the null
+    world and the planted one share everything else."""
+    T = cfg.n_topics
+    liked = np.zeros(T, bool)
+    liked[srng.choice(T, cfg.lifecycle_topics, replace=False)] = True
+    aff = np.where(liked, cfg.affinity_liked, cfg.affinity_other) + srng.normal(0, cfg.affinity_sigma, T)
+    return {"newcomer_topic_affinity": aff, "newcomer_topic_liked": liked} if cfg.lifecycle_events else {}
+
+
+def _behaviour_log(cfg: SynthConfig, users: dict, items: dict, srng: np.random.Generator) -> dict | None:
+    """MAIL's scenario: a separate, earlier log of clicks (``behaviour_log_days`` before ``t_start``)
+    drawn from each user's own topic affinity, then an item of that topic by popularity. Drawn for
+    every user; the caller keeps the old users' and hides the new users'."""
+    if not cfg.behaviour_log_days:
+        return None
+    U, T = cfg.n_users, cfg.n_topics
+    n = 1 + srng.poisson(max(cfg.behaviour_events - 1.0, 0.0), U)
+    user = np.repeat(np.arange(U, dtype=np.int64), n)
+    topic_cdf = _row_sampler(np.exp(cfg.exposure_temperature * users["_user_aff"].astype(np.float64)))
+    topic = _draw_rows(topic_cdf, T, user, srng)
+    by_topic = np.argsort(items["item_topic"], kind="stable")
+    t_sorted = items["item_topic"][by_topic]
+    lo = np.searchsorted(t_sorted, np.arange(T), side="left")
+    hi = np.searchsorted(t_sorted, np.arange(T), side="right")
+    w = items["item_popularity"][by_topic]
+    cum = np.r_[0.0, np.cumsum(w)]
+    within = (cum[1:] - cum[lo[t_sorted]]) / (cum[hi[t_sorted]] - cum[lo[t_sorted]]) + t_sorted
+    pos = np.clip(np.searchsorted(within, topic + srng.random(len(user)), side="right"), lo[topic], hi[topic] - 1)
+    length = int(cfg.behaviour_log_days * DAY)
+    ts = cfg.t_start - length + srng.integers(0, length, len(user))
+    return {"user": user, "item": by_topic[pos].astype(np.int64), "ts": ts.astype(np.int64)}
 
 
 def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndarray]]:
@@ -501,17 +599,27 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
     cfg = cfg or SynthConfig()
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
+    # Scenario mechanisms draw from their own stream, so the default world stays bit-identical and a
+    # scenario's null world (strength 0) differs from its planted one only in the mechanism.
+    srng = np.random.default_rng([cfg.seed, 1])
     users = _users(cfg, rng)
     items = _items(cfg, rng)
     is_new = users["user_is_new"]
-    counts = _activity(cfg, is_new, rng)
-    u, it, n_dup = _exposures(cfg, users, items, counts, rng)
-
-    # Timestamps: a join time per user; the first event is the join, the rest uniform after it.
     span = int(cfg.t_span_days * DAY)
     w_start = cfg.t_start + int(round((1 - cfg.new_user_window) * span))
     t_end = cfg.t_start + span
-    join = np.where(is_new, rng.integers(w_start, t_end, cfg.n_users), rng.integers(cfg.t_start, w_start, cfg.n_users))
+    if cfg.join_mode == "uniform":  # joins over the whole range; events in proportion to the time left
+        join = srng.integers(cfg.t_start, t_end, cfg.n_users)
+        scale = np.maximum((t_end - join) / span, 1.0 / span)
+    else:
+        scale = np.where(is_new, cfg.new_user_window, 1.0)
+    counts = _activity(cfg, scale, rng)
+    u, it, n_dup = _exposures(cfg, users, items, counts, rng)
+
+    # Timestamps: a join time per user; the first event is the join, the rest uniform after it.
+    if cfg.join_mode != "uniform":
+        join = np.where(is_new, rng.integers(w_start, t_end, cfg.n_users),
+                        rng.integers(cfg.t_start, w_start, cfg.n_users))
     frac = rng.random(len(u))
     frac[np.r_[0, np.cumsum(counts)[:-1]]] = 0.0
     ts = join[u] + np.floor(frac * (t_end - join[u])).astype(np.int64)
@@ -519,6 +627,12 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
     # Click model.
     topic = items["item_topic"][it]
     aff = users["_user_aff"][u, topic].astype(np.float64)
+    rank = _rank_within_user(u, ts)
+    lifecycle = _lifecycle(cfg, srng)
+    early = rank < cfg.lifecycle_events
+    if cfg.lifecycle_events:  # early-life events: the user's own taste mixed with the newcomer taste
+        s = cfg.lifecycle_strength
+        aff = np.where(early, (1 - s) * aff + s * lifecycle["newcomer_topic_affinity"][topic], aff)
     new_e = is_new[u]
     pop_w = np.where(new_e, cfg.popularity_weight * cfg.new_user_pop_boost, cfg.popularity_weight)
     logit = (cfg.base_logit + np.where(new_e, cfg.new_user_ctr_shift, 0.0) + cfg.affinity_weight * aff
@@ -533,8 +647,22 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
 
     clicks = np.bincount(u, weights=label, minlength=cfg.n_users).astype(np.int64)
     is_cold = clicks <= cfg.cold_click_threshold
-    app_off, app_val, app_gt = _apps(cfg, users, is_cold, rng)
+    is_light = counts <= cfg.light_user_events
+    app_off, app_val, app_gt = _apps(cfg, users, is_light if cfg.cold_shift_by == "activity" else is_cold, rng,
+                                     srng)
+    behaviour = _behaviour_log(cfg, users, items, srng)
 
+    if behaviour is not None:  # old users' behaviour-log clicks join the log, before t_start
+        keep = ~is_new[behaviour["user"]]
+        bu, bi, bt = behaviour["user"][keep], behaviour["item"][keep], behaviour["ts"][keep]
+        n_lab = len(u)
+        u, it, ts = np.r_[u, bu], np.r_[it, bi], np.r_[ts, bt]
+        label = np.r_[label, np.ones(len(bu), np.int8)]
+        rating = np.r_[rating, np.full(len(bu), 5, np.float32)]
+        prob = np.r_[prob, np.full(len(bu), np.nan)]
+        early = np.r_[early, np.zeros(len(bu), bool)]
+        rank = np.r_[rank, np.full(len(bu), -1)]
+        log.info("behaviour log: %d clicks of old users before the labelled log (%d labelled rows)", len(bu), n_lab)
     order = np.argsort(ts, kind="stable")
     inter = pl.DataFrame({
         "user_id": u[order], "item_id": it[order], "ts": ts[order], "label": label[order],
@@ -554,13 +682,21 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
 
     gt: dict[str, np.ndarray] = {k: v for k, v in {**users, **items}.items()
                                  if not k.startswith("_") and k not in ATTRS}
-    gt.update(app_gt, user_activity=counts, user_clicks=clicks, user_is_cold=is_cold, user_join_ts=join,
-              interaction_click_prob=prob[order].astype(np.float32))
+    gt.update(app_gt, user_topic_affinity=users["_user_aff"], user_activity=counts, user_clicks=clicks,
+              user_is_cold=is_cold, user_is_light=is_light,
+              user_join_ts=join, interaction_click_prob=prob[order].astype(np.float32),
+              interaction_early_life=early[order], interaction_rank_in_user=rank[order].astype(np.int64),
+              **lifecycle)
+    if behaviour is not None:  # the new users' would-be behaviour, hidden from the log: the oracle's
+        hidden = is_new[behaviour["user"]]
+        gt.update(hidden_behaviour_user=behaviour["user"][hidden], hidden_behaviour_item=behaviour["item"][hidden],
+                  hidden_behaviour_ts=behaviour["ts"][hidden])
     meta = {
         "name": "synthetic",
         "synthetic": _cfg_dict(cfg),
         "interactions_sorted_by": "ts",
         "new_user_window_start_ts": int(w_start),
+        "labelled_log_start_ts": int(cfg.t_start),
         "filtered": {"duplicate_pairs_kept": n_dup},
     }
     vocabs = _vocabs(cfg)
@@ -628,8 +764,13 @@ def _summary(ds: Dataset, gt: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def write_world(cfg: SynthConfig | None, out: str | Path) -> Path:
     """Generate and write the dataset folder plus ``ground_truth.npz`` / ``ground_truth.json``."""
-    cfg = cfg or SynthConfig()
-    ds, gt = generate(cfg)
+    ds, gt = generate(cfg or SynthConfig())
+    return write_generated(ds, gt, out)
+
+
+def write_generated(ds: Dataset, gt: dict[str, np.ndarray], out: str | Path) -> Path:
+    """Write a generated world: the dataset folder plus its ground truth (``ground_truth.npz`` and a
+    readable ``ground_truth.json`` summary)."""
     out = write_dataset(ds, out)
     tmp = out / "ground_truth.tmp.npz"
     np.savez(tmp, **gt)

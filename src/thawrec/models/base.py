@@ -10,7 +10,12 @@ hook is declared here with its default, so a model overrides what it needs and n
 - ``aux_loss_terms``: named loss terms besides ``bce_<task>`` that belong to the ranking objective
   (DMR's match loss), so a wrapper (MAIL) routes them to the right optimizer;
 - ``scores_per_user`` + ``score_columns(cols, batch_size, device)``: models that adapt per user at
-  inference (MeLU) score whole columns themselves instead of row batches.
+  inference (MeLU) score whole columns themselves instead of row batches;
+- ``behaviour_pooling``: how the model reads its behaviour sequence field, ``"sum"`` (only as the
+  sum-pooled vector ``FeatureEmbedding.vector`` gives, so an override may be that ``[B, D]`` vector
+  itself: BaseDNN) or ``"attention"`` (weighs the items of an ``EmbeddedSequence``: DMR, the POSO
+  base model); None when not declared. A wrapper that feeds the field generated behaviour (MAIL)
+  scales and shapes what it feeds by it.
 
 Configs: ``defaults`` lists every option a model accepts; an unknown key is a ConfigError naming
 it and the valid ones (``BaseDNN(fm, {"hiden": [8]})`` no longer builds the default network).
@@ -42,6 +47,7 @@ class RecModel(nn.Module):
     nested_options: ClassVar[tuple[str, ...]] = ()  # options that are dicts merged one level down
     aux_loss_terms: ClassVar[tuple[str, ...]] = ()
     scores_per_user: ClassVar[bool] = False
+    behaviour_pooling: ClassVar[str | None] = None  # "sum" | "attention" | None (undeclared)
     registry_name: ClassVar[str | None] = None
 
     def __init__(self, feature_map: FeatureMap, cfg: dict[str, Any] | None = None) -> None:

@@ -14,6 +14,15 @@ The personalization code (``pc``, Table 6): ``avc`` (bucketized accumulated view
 ``is_new`` (new-user indicator), ``user_id`` (user ID embedding), ``user_item_id`` (user + item ID
 embeddings), ``all`` (the whole activation: degrades to a plain MoE gate), or ``item_age`` for item
 cold start (Sec. 4.5, Table 3).
+
+``value_mix_scale`` (``c_over_n`` default, ``c``): how POSO(MHA) weights its N value sets, see
+:class:`~thawrec.nn.attention.TargetAttention`. ``fast_path`` (default True) computes the same
+model faster: with a bucketized code (``avc``, ``is_new``, ``item_age``) every personalized gate of
+the model is evaluated once per bucket, in one pass, and gathered per row
+(:class:`~thawrec.nn.gating.BucketCode`); POSO(MHA) gates the query instead of the keys and
+POSO(MMoE) masks the task weights instead of the expert outputs. ``fast_path: False`` is the
+literal computation (same parameters, same outputs up to float rounding), kept as a reference
+and for the throughput benchmark's old path.
 """
 
 from __future__ import annotations
@@ -28,16 +37,18 @@ from thawrec.errors import ConfigError
 from thawrec.models.base import RecModel
 from thawrec.nn.attention import TargetAttention
 from thawrec.nn.embedding import EmbeddedSequence, FeatureEmbedding
-from thawrec.nn.gating import PosoMLP
+from thawrec.nn.gating import BucketCode, PersonalizedGate, PosoMLP, code_rows
 from thawrec.nn.mlp import MLP
 from thawrec.nn.moe import MMoE
 from thawrec.registry import register
 
 PC_CHOICES = ("avc", "is_new", "user_id", "user_item_id", "all", "item_age")
+BUCKET_PCS = ("avc", "is_new", "item_age")  # small-vocabulary codes: gates are looked up per bucket
 
 
 @register("ranker", "poso")
 class PosoRanker(RecModel):
+    behaviour_pooling = "attention"  # target attention over each sequence field
     nested_options = ("poso",)
     defaults: dict[str, Any] = {
         "embedding_dim": 16,
@@ -51,6 +62,8 @@ class PosoRanker(RecModel):
         "pc": "avc",
         "pc_dim": 8,
         "gate_scale": 2.0,
+        "value_mix_scale": "c_over_n",
+        "fast_path": True,
         "poso": {"mlp": False, "mha": "none", "mmoe": False},
         "sparse_embeddings": True,
         "tasks": ["label"],
@@ -69,20 +82,22 @@ class PosoRanker(RecModel):
         q_dim = len(self.flat_fields) * d
         personalized = any((poso["mlp"], poso["mmoe"], poso["mha"] != "none"))
         self.pc_dim = self._pc_dim(q_dim) if personalized else 0
-        if personalized and c["pc"] in ("avc", "is_new", "item_age"):
+        if personalized and c["pc"] in BUCKET_PCS:
             n_codes = 2 if c["pc"] == "is_new" else self._vocab(c["pc"])
             self.pc_embedding = nn.Embedding(n_codes, c["pc_dim"])  # dense: a handful of rows
         mha_mode = poso["mha"]
         self.attn = nn.ModuleDict({
             n: TargetAttention(q_dim, d, heads=c["heads"], head_dim=c["head_dim"], personalization=mha_mode,
-                               n_personal=c["n_personal"], pc_dim=self.pc_dim, scale=c["gate_scale"])
+                               n_personal=c["n_personal"], pc_dim=self.pc_dim, scale=c["gate_scale"],
+                               value_mix_scale=c["value_mix_scale"], fast=c["fast_path"])
             for n in self.seq_fields
         })
         x_dim = q_dim + sum(a.out_dim for a in self.attn.values())
         if c["pc"] == "all" and personalized:
             self.pc_dim = x_dim  # the gate sees every feature: a plain MoE (Table 6, first row)
         self.mmoe = MMoE(x_dim, len(self.tasks), n_experts=c["n_experts"], expert_hidden=c["expert_hidden"],
-                         dropout=c["dropout"], pc_dim=self.pc_dim if poso["mmoe"] else 0, scale=c["gate_scale"])
+                         dropout=c["dropout"], pc_dim=self.pc_dim if poso["mmoe"] else 0, scale=c["gate_scale"],
+                         fast=c["fast_path"])
         if poso["mlp"]:
             self.towers = nn.ModuleList(PosoMLP(self.mmoe.out_dim, c["tower_hidden"], self.pc_dim,
                                                 scale=c["gate_scale"]) for _ in self.tasks)
@@ -103,14 +118,18 @@ class PosoRanker(RecModel):
         return {"avc": c["pc_dim"], "is_new": c["pc_dim"], "item_age": c["pc_dim"], "user_id": d,
                 "user_item_id": 2 * d, "all": q_dim}[c["pc"]]
 
-    def personalization_code(self, batch: dict[str, torch.Tensor], flat: torch.Tensor) -> torch.Tensor:
+    def personalization_code(self, batch: dict[str, torch.Tensor],
+                             flat: torch.Tensor) -> torch.Tensor | BucketCode:
+        """The code the personalized gates see: ``[B, pc_dim]``, or for a bucketized code on the
+        fast path a :class:`BucketCode` that has already evaluated every gate of the model on the
+        code's table (one pass, one gather)."""
         pc = self.cfg["pc"]
-        if pc == "avc":
-            return self.pc_embedding(batch["avc"])
-        if pc == "item_age":
-            return self.pc_embedding(batch["item_age"])
-        if pc == "is_new":
-            return self.pc_embedding(batch["_is_new"].long())
+        if pc in BUCKET_PCS:
+            index = batch["_is_new"].long() if pc == "is_new" else batch[pc]
+            if not self.cfg["fast_path"]:
+                return self.pc_embedding(index)
+            gates = [m for m in self.modules() if isinstance(m, PersonalizedGate)]
+            return BucketCode(self.pc_embedding.weight, index, gates)
         if pc == "user_id":
             return self.embedding("user_id", batch["user_id"])
         if pc == "user_item_id":
@@ -120,8 +139,11 @@ class PosoRanker(RecModel):
 
     def encode(self, batch: dict[str, torch.Tensor],
                overrides: dict[str, torch.Tensor | EmbeddedSequence] | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+               ) -> tuple[torch.Tensor, torch.Tensor | BucketCode | None]:
         """Embeddings + target attention -> (the concatenated activation ``x``, the code ``pc``).
+
+        ``pc`` is ``[B, pc_dim]`` or a :class:`BucketCode` (bucketized code, fast path); ``decide``
+        takes either, :func:`~thawrec.nn.gating.code_rows` turns it into the tensor.
 
         ``overrides`` replaces a field's pooled embedding ``[B, D]`` (Meta-Embedding and MWUF swap
         in a generated or warmed user-ID embedding this way) or a sequence field's embedded items
@@ -152,4 +174,4 @@ class PosoRanker(RecModel):
     def forward(self, batch: dict[str, torch.Tensor],
                 overrides: dict[str, torch.Tensor | EmbeddedSequence] | None = None) -> dict[str, Any]:
         x, pc = self.encode(batch, overrides)
-        return {"logits": self.decide(x, pc), "pc": pc}
+        return {"logits": self.decide(x, pc), "pc": code_rows(pc)}

@@ -8,11 +8,16 @@ Encoder (dims ``[1024, 512]`` -> ``out``):
 ``z1 = act(W1 drop(h))``, ``z2 = act(W2 drop([z1, h]))``, ``p = act(W3 [z2, h])``.
 Decoder (dims ``[512, 1024]`` -> ``out``): the same two hidden layers, then a linear output
 ``a' = W3 [z4, p]`` (no activation: it reconstructs embeddings, which can be negative).
+
+``forward(x, dropout=None)``: dropout follows the module's train/eval mode unless ``dropout``
+says otherwise. MAIL trains its reconstruction with dropout on but generates the behaviour the
+ranking tower consumes with it off, as at test time, in the same training step.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -32,9 +37,16 @@ class _Residual(nn.Module):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z1 = self.act(self.l1(self.drop(x)))
-        z2 = self.act(self.l2(self.drop(torch.cat([z1, x], dim=-1))))
+    def forward(self, x: torch.Tensor, dropout: bool | None = None) -> torch.Tensor:
+        """``dropout``: None follows ``self.training``; True / False forces it on / off."""
+        on = self.training if dropout is None else dropout
+        p = self.drop.p
+
+        def drop(t: torch.Tensor) -> torch.Tensor:
+            return F.dropout(t, p, training=True) if on and p > 0 else t
+
+        z1 = self.act(self.l1(drop(x)))
+        z2 = self.act(self.l2(drop(torch.cat([z1, x], dim=-1))))
         y = self.out(torch.cat([z2, x], dim=-1))
         return self.act(y) if self.out_activation else y
 

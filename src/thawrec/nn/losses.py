@@ -6,6 +6,14 @@ distance between the batches' kernel mean embeddings,
 ``MMD^2 = mean k(P, P) + mean k(Q, Q) - 2 mean k(P, Q)``, every mean over all n^2 pairs. (MAIL's
 printed Eq. 5 has 1/n before the first two sums; expanding its own left-hand side
 ``||1/n sum phi(p) - 1/n sum phi(q)||^2`` gives 1/n^2 for all three, which is what we use.)
+
+Bandwidth: a number, or ``"median"`` (the median heuristic): ``sigma^2 = median / 2`` of the
+squared distances between distinct points of the pooled batch ``[P; Q]``, recomputed on every
+call and held constant (no gradient flows through it). With it the kernel is
+``exp(-||p - q||^2 / median)``: pairs at a typical distance get about ``e^-1``, whatever the
+scale and width of the codes. A fixed sigma = 1 on 512-wide codes whose typical squared distance
+is in the tens makes every off-diagonal kernel value about zero, and the MMD about ``2/n``
+whatever the two batches are: a constant with no gradient worth the name.
 """
 
 from __future__ import annotations
@@ -13,20 +21,56 @@ from __future__ import annotations
 import torch
 
 
-def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.pow(2).sum(-1)[:, None] + b.pow(2).sum(-1)[None, :] - 2.0 * a @ b.T).clamp_min(0.0)
+
+
+def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, sigma: float | torch.Tensor = 1.0) -> torch.Tensor:
     """``[n, d] x [m, d] -> [n, m]`` Gaussian kernel matrix."""
-    d2 = (a.pow(2).sum(-1)[:, None] + b.pow(2).sum(-1)[None, :] - 2.0 * a @ b.T).clamp_min(0.0)
-    return torch.exp(-d2 / (2.0 * sigma * sigma))
+    return torch.exp(-_sq_dists(a, b) / (2.0 * sigma * sigma))
 
 
-def gaussian_mmd(p: torch.Tensor, q: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """Biased MMD^2 estimate between batches ``p [n, d]`` and ``q [m, d]`` (a scalar >= 0)."""
+def _median_off_diagonal(d2: torch.Tensor) -> torch.Tensor:
+    """Median of a square matrix's off-diagonal entries (for a symmetric one: of its distinct
+    pairs), without gradient."""
+    n = d2.shape[0]
+    if n < 2:
+        return d2.new_zeros(())
+    with torch.no_grad():
+        return d2.detach().flatten()[1:].view(n - 1, n + 1)[:, :-1].median()
+
+
+def _sigma_squared(med: torch.Tensor) -> torch.Tensor:
+    return torch.where(med > 0, med / 2.0, torch.ones_like(med))  # all points equal: sigma = 1
+
+
+def median_bandwidth(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The median heuristic's ``sigma`` for the pooled batch ``[p; q]``: ``sigma^2`` is half the
+    median squared distance between distinct points. Computed without gradient; a batch of
+    identical points (median 0) gets sigma = 1."""
+    z = torch.cat([p, q]).detach()
+    return _sigma_squared(_median_off_diagonal(_sq_dists(z, z))).sqrt()
+
+
+def gaussian_mmd(p: torch.Tensor, q: torch.Tensor, sigma: float | str = 1.0) -> torch.Tensor:
+    """Biased MMD^2 estimate between batches ``p [n, d]`` and ``q [m, d]`` (a scalar >= 0).
+    ``sigma``: the kernel bandwidth, or ``"median"`` (:func:`median_bandwidth`, per call).
+
+    One kernel matrix over ``z = [p; q]`` and ``w = [1/n, ..., -1/m, ...]``: ``MMD^2 = w^T K w``
+    (the three block means of the definition in one quadratic form)."""
+    from thawrec.errors import ConfigError
+
     if p.shape[-1] != q.shape[-1]:
-        from thawrec.errors import ConfigError
-
         raise ConfigError(f"MMD needs equal feature sizes, got {p.shape[-1]} and {q.shape[-1]}")
-    return (gaussian_kernel(p, p, sigma).mean() + gaussian_kernel(q, q, sigma).mean()
-            - 2.0 * gaussian_kernel(p, q, sigma).mean()).clamp_min(0.0)
+    if isinstance(sigma, str) and sigma != "median":
+        raise ConfigError(f"MMD bandwidth must be a number or 'median', got '{sigma}'")
+    z = torch.cat([p, q])
+    d2 = _sq_dists(z, z).fill_diagonal_(0.0)  # exact zeros (the expansion leaves rounding error there)
+    s2 = _sigma_squared(_median_off_diagonal(d2)) if sigma == "median" else float(sigma) ** 2
+    k = torch.exp(d2 / (-2.0 * s2))
+    n, m = len(p), len(q)
+    w = torch.cat([z.new_full((n,), 1.0 / n), z.new_full((m,), -1.0 / m)])
+    return (w @ k @ w).clamp_min(0.0)
 
 
 # --------------------------------------------------------------------------------------------------

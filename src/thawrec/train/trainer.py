@@ -137,8 +137,9 @@ class Trainer:
             log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
 
         t_total, n_total = 0.0, 0
+        self.steps = history[-1].get("step", 0) if history else 0
         for epoch in range(start_epoch, cfg.epochs):
-            if bad_epochs >= cfg.patience:
+            if bad_epochs >= cfg.patience or (cfg.max_steps is not None and self.steps >= cfg.max_steps):
                 break
             if hasattr(train_batches, "set_epoch"):
                 train_batches.set_epoch(epoch)
@@ -153,7 +154,7 @@ class Trainer:
             metrics = evaluate(model)
             if cfg.monitor not in metrics:
                 raise ConfigError(f"monitor '{cfg.monitor}' not among validation metrics {sorted(metrics)}")
-            row = {"epoch": epoch, **{f"train_{k}": v for k, v in sums.items()},
+            row = {"epoch": epoch, "step": self.steps, **{f"train_{k}": v for k, v in sums.items()},
                    **{f"valid_{k}": v for k, v in metrics.items()},
                    "seconds": secs, "samples_per_second": n_seen / max(secs, 1e-9)}
             history.append(row)
@@ -210,12 +211,15 @@ class Trainer:
                 for o in optimizers:
                     o.step()
                 model.on_batch_end(batch, out)
+                self.steps += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 sums["loss"] = sums.get("loss", 0.0) + float(total_loss.detach())
                 n_batches += 1
                 n_seen += len(next(iter(batch.values())))
                 advance()
+                if self.cfg.max_steps is not None and self.steps >= self.cfg.max_steps:
+                    break  # the step budget is spent: this (partial) epoch is the last
         return {k: v / max(n_batches, 1) for k, v in sums.items()}, n_seen
 
     @staticmethod
@@ -235,12 +239,17 @@ class Trainer:
                 p.grad = g
 
     def _clip(self, groups) -> None:
+        """Norm-clip each dense param group's gradients to ``grad_clip`` on its own: every group is
+        one optimizer, and a joint norm would let one objective's large gradients (MAIL's L_zst)
+        shrink another's steps (L_rt). Sparse groups (SparseAdam's embedding tables) stay unclipped."""
         if not self.cfg.grad_clip:
             return
-        dense = [p for g in groups if g.get("optimizer", "adam") != "sparse_adam" for p in g["params"]
-                 if p.grad is not None]
-        if dense:
-            nn.utils.clip_grad_norm_(dense, self.cfg.grad_clip)
+        for g in groups:
+            if g.get("optimizer", "adam") == "sparse_adam":
+                continue
+            dense = [p for p in g["params"] if p.grad is not None]
+            if dense:
+                nn.utils.clip_grad_norm_(dense, self.cfg.grad_clip)
 
     def _write_log(self, history: list[dict[str, float]]) -> None:
         path = self.run_dir / "train_log.csv"

@@ -21,6 +21,7 @@ from thawrec.registry import register
 
 @register("ranker", "base_dnn")
 class BaseDNN(RecModel):
+    behaviour_pooling = "sum"  # sequence fields are sum-pooled (Eq. 11)
     defaults: dict[str, Any] = {
         "embedding_dim": 32,
         "hidden": [512, 256],

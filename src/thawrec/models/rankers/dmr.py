@@ -41,6 +41,7 @@ from thawrec.registry import register
 
 @register("ranker", "dmr")
 class DMR(RecModel):
+    behaviour_pooling = "attention"  # attends over the behaviour (plus a sum-pooled product feature)
     aux_loss_terms = ("match",)  # named loss terms besides bce_<task> (a wrapper like MAIL routes them)
     defaults: dict[str, Any] = {
         "embedding_dim": 32,

@@ -14,7 +14,7 @@ from thawrec.suites.base.plan import plan as make_plan
 from thawrec.suites.base.protocol import prepare
 from thawrec.suites.base.report import render
 from thawrec.suites.common import output
-from thawrec.suites.common.ranking import RankingSetup, fit_ranking
+from thawrec.suites.common.ranking import RankingSuite, compare_ranking, fit_ranking
 from thawrec.suites.common.runner import SeedLog, run_plan
 
 METRICS = ("auc", "gauc", "logloss")
@@ -35,10 +35,10 @@ def run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    p = prepare(data, synth, window, history_len, out)
+    p = prepare(data, synth, window, history_len, out)  # the time split does not depend on the seed
     entries = make_plan(model)
     train_defaults = {"epochs": 5, "batch_size": 1024, "patience": 2, **(train or {})}
-    setup = RankingSetup(p.cols, p.pipeline.feature_map, ["label"], p.groups, train_defaults, out, metrics=METRICS)
+    suite = RankingSuite(["label"], train_defaults, out, metrics=METRICS)
     protocol = f"new-vs-regular users: time cut at {1 - window:.0%} of the time range; new = first event after it"
 
     def write(log: SeedLog) -> dict[str, Any]:  # after every seed: a stopped run keeps the seeds it finished
@@ -47,4 +47,6 @@ def run(
                                                 command=command, device=train_defaults.get("device", "auto"),
                                                 started=t_start), render)
 
-    return run_plan(entries, seeds, lambda e, s, t: fit_ranking(setup, e, s, t), on_seed_end=write).result
+    return run_plan(entries, seeds, lambda ctx, e, s, t: fit_ranking(suite, ctx, e, s, t), prepare=lambda s: p,
+                    compare=lambda ctx, e, o, r, s: compare_ranking(suite, ctx, e, o, r, s),
+                    facts=lambda ctx: {"test_counts": ctx.counts(["label"])}, on_seed_end=write).result

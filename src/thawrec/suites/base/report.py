@@ -18,7 +18,9 @@ def render(payload: dict[str, Any]) -> str:
         f"Protocol: {payload['protocol']}. Seeds: {payload['seeds']}. "
         "Mean ± std over seeds. In brackets the improvement over the baseline (ItemPop): RelaImpr "
         "= (AUC - 0.5) / (AUC_base - 0.5) - 1 for AUC and GAUC, the plain relative change for LogLoss. "
-        "p: two-sided paired t-test over seeds.",
+        "p: paired over test users within each seed, seeds combined (thawrec.eval.power).",
+        "",
+        report.counts_line(payload.get("test_counts", {}), GROUPS),
         "",
         report.results_table(rows, ["auc", "gauc"], GROUPS),
         "",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from thawrec.eval import report
+from thawrec.eval.power import SeedPair, combine
 from thawrec.eval.stats import AUC_LIKE, results_rows
 from thawrec.suites.common.plan import Entry
 from thawrec.suites.common.runner import SeedLog
@@ -17,15 +18,33 @@ from thawrec.suites.common.runner import SeedLog
 __all__ = ["rows_by_reference", "command_line", "provenance", "payload", "write"]
 
 
-def rows_by_reference(records: list[dict[str, Any]], plan: list[Entry],
-                      auc_like: Iterable[str] = AUC_LIKE) -> list[dict[str, Any]]:
-    """results.json rows: every entry paired (by seed) with its own reference entry."""
+def rows_by_reference(records: list[dict[str, Any]], plan: list[Entry], auc_like: Iterable[str] = AUC_LIKE,
+                      pairs: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """results.json rows: every entry against its own reference. With ``pairs`` (per-seed paired
+    differences on the same test users), each row also carries the combined test of
+    :func:`thawrec.eval.power.combine` (``delta``, ``se``, ``ci_low``/``ci_high``, ``mde``,
+    ``n_users``, ``variance``: users or seeds) and its ``p_value`` replaces the t test over seed
+    means; without, the paired t test over seeds stays."""
     refs = list(dict.fromkeys(e.reference for e in plan))
     rows: list[dict[str, Any]] = []
     for ref in refs:
         mine = {e.name for e in plan if e.reference == ref}
         rows += results_rows([r for r in records if r["model"] in mine], baseline=ref, auc_like=auc_like)
+    by: dict[tuple, list[SeedPair]] = {}
+    for p in pairs:
+        by.setdefault((p["model"], p["reference"], p["task"], p["group"], p["metric"]), []).append(
+            SeedPair(p["diff"], p["var"], p["n_users"], p["n_rows"]))
+    for r in rows:
+        r.update({k: None for k in COMPARISON_KEYS})
+        found = by.get((r["model"], r["baseline"], r["task"], r["group"], r["metric"]))
+        if found:
+            c = combine(found).to_dict()
+            r.update({k: c[k] for k in ("delta", "se", "ci_low", "ci_high", "mde", "n_users")},
+                     p_value=c["p_value"], variance=c["source"], df=c["df"] if c["df"] != float("inf") else None)
     return rows
+
+
+COMPARISON_KEYS = ("delta", "se", "ci_low", "ci_high", "mde", "n_users", "variance", "df")
 
 
 def command_line(command: str | None = None) -> str:
@@ -45,7 +64,8 @@ def payload(suite: str, dataset: str, protocol: str, log: SeedLog, entries: list
     """results.json of a suite run so far (DESIGN.md's layout): the rows paired with each entry's
     reference, timing per model, the suite's own ``extra`` keys, and the provenance."""
     return {"suite": suite, "dataset": dataset, "protocol": protocol, "seeds": list(log.seeds_done),
-            "rows": rows_by_reference(log.records, entries, auc_like), "timing": log.timing(), **extra,
+            "rows": rows_by_reference(log.records, entries, auc_like, log.pairs), "timing": log.timing(),
+            "test_counts": {str(s): f.get("test_counts") for s, f in log.facts.items()}, **extra,
             **provenance(command, device, started)}
 
 

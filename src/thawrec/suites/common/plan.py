@@ -9,7 +9,7 @@ from typing import Any
 
 from thawrec.errors import ConfigError
 
-__all__ = ["Entry", "slug", "select"]
+__all__ = ["Entry", "slug", "select", "supported"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,9 @@ class Entry:
     compared with (paired tests, relative improvement; None = it is a reference itself);
     ``needs``: the trained entry of the same seed it builds on (Meta-Embedding's base);
     ``reader``: ``rows`` or ``episodes`` (meta-learning baselines); ``floor``: the name of a
-    floor scorer when ``model`` is None; ``options``: anything else the suite's protocol reads.
+    floor scorer when ``model`` is None; ``options``: anything else the suite's protocol reads;
+    ``requires``: what the data must have for this entry (``user_attributes``, ``ground_truth``): an
+    entry the data cannot support is skipped with a note, and the rest runs.
     """
 
     name: str
@@ -32,6 +34,7 @@ class Entry:
     reader: str = "rows"
     floor: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.floor is None):
@@ -67,3 +70,16 @@ def select(plan: list[Entry], wanted: Iterable[str] | None, keep: Iterable[str] 
         chosen |= extra
         grow = bool(extra)
     return [e for e in plan if e.name in chosen]
+
+
+def supported(plan: list[Entry], capabilities: set[str]) -> tuple[list[Entry], dict[str, str]]:
+    """The entries the data supports, and for each skipped one why (an entry whose reference or
+    dependency is skipped is skipped too)."""
+    skipped: dict[str, str] = {}
+    for e in plan:
+        missing = [r for r in e.requires if r not in capabilities]
+        if missing:
+            skipped[e.name] = f"the data has no {', '.join(m.replace('_', ' ') for m in missing)}"
+        elif e.needs in skipped or e.baseline in skipped:
+            skipped[e.name] = f"it builds on or compares with {e.needs or e.baseline}, which is skipped"
+    return [e for e in plan if e.name not in skipped], skipped

@@ -8,6 +8,10 @@ from typing import Any
 from thawrec.suites.common.plan import Entry
 
 BASELINES = ("Random", "Profile", "k-means", "DEC", "IDEC", "DCCAE", "COMPLETER")
+FLOOR = "Popularity (one cluster)"
+ORACLE = "Oracle (planted groups)"
+TASTE_ORACLE = "Oracle (k-means on planted tastes)"
+REFERENCES = (FLOOR, ORACLE, TASTE_ORACLE)
 ABLATIONS = ("DAUC-no-rec", "DAUC-no-con", "DAUC-no-adv")
 ALL = BASELINES + ("DAUC",) + ABLATIONS
 # Batch sizes: DAUC's 128 (App. A.3) for all but DCCAE, whose CCA over a 400-d code needs far more
@@ -36,5 +40,12 @@ def _config(name: str, epochs: int | None) -> dict[str, Any]:
 
 
 def model_plan(epochs: int | None = None) -> list[Entry]:
+    """Every method, then the floor (everyone in one cluster: global popularity) and, on synthetic
+    worlds, the ceilings: the planted interest groups as clusters, and k-means (as many clusters as
+    the methods get) on every user's planted topic affinities, the taste the clicks follow."""
     return [Entry(m, _REGISTRY[m], _config(m, epochs), baseline=None if m == "DAUC" else "DAUC",
-                  options={"batch_size": BATCH[m]} if m in BATCH else {}) for m in ALL]
+                  options={"batch_size": BATCH[m]} if m in BATCH else {},
+                  requires=("user_attributes",) if m == "Profile" else ()) for m in ALL] + [
+        Entry(FLOOR, floor="one_cluster", baseline="DAUC"),
+        Entry(ORACLE, floor="truth", baseline="DAUC", requires=("ground_truth",)),
+        Entry(TASTE_ORACLE, floor="taste", baseline="DAUC", requires=("ground_truth",))]

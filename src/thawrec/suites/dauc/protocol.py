@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,46 +22,48 @@ import polars as pl
 from thawrec.data.schema import Dataset
 from thawrec.data.splits import temporal_split
 from thawrec.data.views import DomainSplit, UserViews, ViewsInfo, apps_split, build_views, genre_split, price_split
-from thawrec.data.worlds import load_world
+from thawrec.suites.common.world import World
 from thawrec.eval.replay import ReplayResult, replay_evaluate
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class World:
+class Setting:
+    """A world's paper-style DAUC settings: the domain split, clusters, K, the replay window
+    (None: the replay's default, 7 days), the share of users made cold by hiding their target
+    rows (real data), the Profile attributes, the view filters, and the planted groups (synthetic)."""
+
     name: str
     ds: Dataset
     split: DomainSplit
     n_clusters: int
     k: int
-    window: int
+    window: int | None
     cold_frac: float
     profile: list[str]
     filters: dict[str, int]
     truth: np.ndarray | None = None
+    taste: np.ndarray | None = None  # planted topic affinity per user id (synthetic worlds)
 
 
-def make_world(data: str | Path | None, synth: dict[str, Any] | None, n_clusters: int | None, k: int | None,
-               window: int | None, cold_frac: float | None) -> World:
+def make_setting(world: World, n_clusters: int | None, k: int | None, window: int | None,
+                 cold_frac: float | None) -> Setting:
     """The dataset and its paper-style settings (each overridable)."""
-    if data is None:
-        from thawrec.data.synthetic import SynthConfig, generate
-
-        ds, gt = generate(SynthConfig(**(synth or {})))
-        w = World("synthetic", ds, apps_split(ds), 100, 50, 86400, 0.0, ["age_bucket", "gender", "city"], {},
-                  gt["user_group"])
+    ds = world.ds
+    if world.synthetic and "apps" in ds.users.columns:
+        w = Setting(world.name, ds, apps_split(ds), 100, 50, None, 0.0,
+                    [c for c in ("age_bucket", "gender", "city") if c in ds.users.columns], {},
+                    np.asarray(world.gt["user_group"]))
+    elif "price" in ds.items.columns:
+        w = Setting(world.name, ds, price_split(ds), 20, 20, None, 0.0,
+                    [c for c in ("gender", "age_level", "city_level") if c in ds.users.columns],
+                    {"min_side_item_clicks": 50, "min_user_side_clicks": 50})
     else:
-        ds, name = load_world(data)
-        if "price" in ds.items.columns:
-            w = World(name, ds, price_split(ds), 20, 20, 86400, 0.0,
-                      [c for c in ("gender", "age_level", "city_level") if c in ds.users.columns],
-                      {"min_side_item_clicks": 50, "min_user_side_clicks": 50})
-        else:
-            ds = _with_age_buckets(ds)
-            w = World(name, ds, genre_split(ds), 20, 20, 7 * 86400, 0.3,
-                      [c for c in ("gender", "age_bucket", "occupation") if c in ds.users.columns],
-                      {"min_side_item_clicks": 5, "min_user_side_clicks": 3})
+        ds = _with_age_buckets(ds)
+        w = Setting(world.name, ds, genre_split(ds), 20, 20, None, 0.3,
+                    [c for c in ("gender", "age_bucket", "occupation") if c in ds.users.columns],
+                    {"min_side_item_clicks": 5, "min_user_side_clicks": 3})
     w.n_clusters = n_clusters or w.n_clusters
     w.k = k or w.k
     w.window = window or w.window
@@ -96,10 +97,11 @@ def _hide_target_history(train: pl.DataFrame, target: np.ndarray, users: np.ndar
 
 @dataclass
 class Prepared:
-    """The world, its training frame (cold users' target rows hidden), both views and the replay
-    inputs: target-domain rows of the users in the study per period, and who is cold."""
+    """One seed's data: the setting, its training frame (cold users' target rows hidden), both
+    views and the replay inputs: target-domain rows of the users in the study per period, and who
+    is cold; ``replay``: the replay's options (CTR estimator, window, ...)."""
 
-    world: World
+    setting: Setting
     train: pl.DataFrame
     test_rows: int
     hidden: np.ndarray
@@ -109,26 +111,41 @@ class Prepared:
     cold: np.ndarray
     periods: dict[str, pl.DataFrame]
     test_in_target: int
+    replay: dict[str, Any]
+
+    @property
+    def taste(self) -> np.ndarray:
+        if self.setting.taste is None:
+            raise ValueError("no planted tastes: only synthetic worlds have them")
+        return self.setting.taste
 
     def evaluate(self, labels: np.ndarray, on: str = "test") -> ReplayResult:
         """Replay Recall/NDCG@K of a clustering (one label per user of the views) on the
         validation period (history = train) or the test period (history = train + validation)."""
-        w = self.world
+        w = self.setting
         cl = np.full(len(self.in_study), -1, np.int64)
         cl[self.views.user_ids] = labels
-        replay = dict(k=w.k, n_slices=10, window=w.window, cold_users=self.cold, n_clusters=int(labels.max()) + 1)
+        opts = {**self.replay, **({"window": w.window} if w.window else {})}
+        replay = dict(k=w.k, n_slices=10, cold_users=self.cold, n_clusters=int(labels.max()) + 1, **opts)
         tr, va, te = self.periods["train"], self.periods["valid"], self.periods["test"]
         if on == "valid":
             return replay_evaluate(tr, va, cl, **replay)
         return replay_evaluate(pl.concat([tr, va]), te, cl, **replay)
 
+    def facts(self) -> dict[str, Any]:
+        v = self.views
+        return {"users_kept": int(v.n_users), "cold_users": int((~v.active).sum()),
+                "hidden_target_users": int(len(self.hidden)), "test_rows_target": int(len(self.periods["test"])),
+                "test_rows": self.test_rows,
+                "test_rows_target_users_filtered": self.test_in_target - int(len(self.periods["test"]))}
 
-def prepare(data: str | Path | None, synth: dict[str, Any] | None, n_clusters: int | None, k: int | None,
-            window: int | None, cold_frac: float | None) -> Prepared:
-    w = make_world(data, synth, n_clusters, k, window, cold_frac)
+
+def prepare(w: Setting, seed: int, replay: dict[str, Any]) -> Prepared:
+    """One seed: the 70/10/20 split, the cold users made by hiding target rows (seed = run seed),
+    both views from the training period, and the replay's periods."""
     parts = temporal_split(w.ds.interactions, valid_frac=0.1, test_frac=0.2, mark_new=False)
     kept_users = w.ds.users["user_id"].to_numpy()
-    train, hidden = _hide_target_history(parts.train, w.split.target, kept_users, w.cold_frac, seed=0)
+    train, hidden = _hide_target_history(parts.train, w.split.target, kept_users, w.cold_frac, seed=seed)
     views, vinfo = build_views(w.ds, train, w.split, profile_fields=w.profile, truth=w.truth, **w.filters)
     in_study = np.zeros(int(w.ds.users["user_id"].max()) + 1, bool)
     in_study[views.user_ids] = True
@@ -145,11 +162,18 @@ def prepare(data: str | Path | None, synth: dict[str, Any] | None, n_clusters: i
              test_in_target - len(periods["test"]))
     cold = np.zeros_like(in_study)
     cold[views.user_ids[~views.active]] = True  # <= 3 target clicks in training
-    return Prepared(w, train, parts.test.height, hidden, views, vinfo, in_study, cold, periods, test_in_target)
+    return Prepared(w, train, parts.test.height, hidden, views, vinfo, in_study, cold, periods, test_in_target,
+                    dict(replay))
 
 
 def describe(p: Prepared) -> str:
-    w = p.world
-    return (f"DAUC Sec. 4.3: 70/10/20 temporal split; {p.vinfo.description}; {w.n_clusters} "
-            f"clusters; replay in 10 test slices by cluster CTR over a {w.window // 3600} h window, "
-            f"exposed items filtered; Recall@{w.k} / NDCG@{w.k}; cold-start = <= 3 target clicks in training")
+    w, r = p.setting, p.replay
+    ctr = ("plain CTR (paper-literal)" if r.get("ctr") == "plain" else
+           f"CTR shrunk towards the item's global CTR ({r.get('prior_strength')} pseudo-exposures, >= "
+           f"{r.get('min_exposures')} exposures in the cluster)" if r.get("ctr") == "global" else f"CTR ({r})")
+    window = f"{w.window // 3600} h" if w.window else "7-day"
+    extra = ("; windows extended to >= %d events, short lists backfilled from the global ranking"
+             % r["min_window_events"] if r.get("min_window_events") and r.get("backfill") else "")
+    return (f"DAUC Sec. 4.3: 70/10/20 temporal split; {p.vinfo.description}; {w.n_clusters} clusters; replay in "
+            f"10 test slices by {ctr} over a {window} window{extra}, exposed items filtered; Recall@{w.k} / "
+            f"NDCG@{w.k}; cold-start = <= 3 target clicks in training")

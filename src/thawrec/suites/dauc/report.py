@@ -14,8 +14,8 @@ from thawrec.eval import report
 from thawrec.eval.plots import pyplot, save
 from thawrec.eval.stats import paired_ttest, relative_improvement
 from thawrec.data.views import UserViews
-from thawrec.suites.dauc.plan import ABLATIONS, BASELINES
-from thawrec.suites.dauc.protocol import World
+from thawrec.suites.dauc.plan import ABLATIONS, BASELINES, FLOOR, ORACLE, TASTE_ORACLE
+from thawrec.suites.dauc.protocol import Setting as World
 
 
 def improvement(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
@@ -134,52 +134,91 @@ def _side_names(w: World, columns: np.ndarray) -> list[str]:
     return [f"item {raw[i] if raw and i < len(raw) else i}" for i in columns]
 
 
+def _replay_counts_line(counts: dict[str, Any]) -> str:
+    """What the replay's filters did, in the first seed (they do not depend on the clustering)."""
+    c = next((v for v in counts.values() if v), None)
+    if not c:
+        return ""
+    return (f"Replay (first seed): {c['test_rows']:,} test rows in {c['pairs']:,} (user, slice) pairs; "
+            f"{c['rows_no_click']:,} rows ({c['pairs_no_click']:,} pairs) without a click in their slice are not "
+            f"scored; {c['relevant_exposed']:,} of {c['relevant']:,} relevant items had been exposed before (the "
+            f"exposure filter hides them: never a hit); {c['pairs_unassigned']:,} scored pairs of unclustered users "
+            f"got the global ranking; {c['pairs_backfilled']:,} lists were completed from the global ranking "
+            f"({c['items_backfilled']:,} items); {c['pairs_empty']:,} lists stayed empty.")
+
+
 def render(payload: dict[str, Any], with_case_study: bool) -> str:
     rows = payload["rows"]
     idx = {(r["model"], r["group"], r["metric"]): r for r in rows}
     models = list(dict.fromkeys(r["model"] for r in rows))
-    metrics = [(g, m) for g, m in dict.fromkeys((r["group"], r["metric"]) for r in rows) if m != "nmi"]
+    metrics = [m for m in dict.fromkeys(r["metric"] for r in rows) if m != "nmi" and "random" not in m]
+    cols = [("replay", m) for m in metrics]
+    refs = [m for m in (FLOOR, ORACLE, TASTE_ORACLE) if m in models]
+    groups = [g for g in ("overall", "cold-start") if any(r["group"] == g for r in rows)]
 
-    def cell(m: str, g: str, k: str) -> str:
-        r = idx.get((m, g, k))
-        if r is None:
-            return "–"
-        s = report.fmt_mean_std(r["mean"], r["std"])
-        if r["baseline"] and r["p_value"] is not None:
-            s += f" (p {report.fmt_p(r['p_value'])})"
-        return s
+    def tables(ms: list[str]) -> list[str]:
+        out = []
+        for g in groups:
+            out += [f"**{g}**", "", report.gains_table(rows, g, cols, [m for m in ms if m in models]), ""]
+        return out
 
-    head = ["method"] + [f"{g} {k}" for g, k in metrics]
-    table = lambda ms: report.markdown_table(head, [[m] + [cell(m, g, k) for g, k in metrics]  # noqa: E731
-                                                    for m in ms if m in models])
     v = payload["views"]
     lines = [f"# thawrec bench dauc — {payload['dataset']}", "", f"Protocol: {payload['protocol']}. "
              f"Seeds: {payload['seeds']}.", "",
              f"Users: {v['users_kept']:,} kept ({v['users_filtered']:,} filtered), {v['active_users']:,} active, "
              f"{v['cold_users']:,} cold-start ({v['hidden_target_users']:,} of them made cold by hiding their "
              f"target-domain training rows); side view {v['side_dims']:,} dims; {v['test_rows_target']:,} test rows "
-             f"in the target domain are scored ({v['test_rows_target_users_filtered']:,} more belong to filtered "
-             f"users; {v['test_rows']:,} test rows in all).", "",
-             "## Table 2 style: user clustering methods (mean ± std; p: paired t-test against DAUC)", "",
-             table(list(BASELINES) + ["DAUC"])]
+             f"in the target domain are replayed ({v['test_rows_target_users_filtered']:,} more belong to users the "
+             f"view filters removed; {v['test_rows']:,} test rows in all).", "",
+             _replay_counts_line(payload.get("replay_counts", {})), "",
+             report.counts_line(payload.get("test_counts", {}), groups).replace(" rows", " scored (user, slice) pairs"),
+             ""]
+    lines += report.skipped_lines(payload.get("skipped"))
+    lines += ["## Table 2 style: user clustering methods", "",
+              "Mean ± std over seeds; Δ = paired difference from DAUC (the method minus DAUC) in percentage points "
+              "with its 95% CI, p and the minimum detectable effect (alpha 0.05, power 0.8), over the same (user, "
+              "slice) samples with users as the unit, seeds combined. Floor: everyone in one cluster (global "
+              "popularity); ceilings (synthetic worlds): the planted interest groups as clusters, and k-means on the "
+              "users' planted topic affinities with as many clusters as the methods.", "",
+              *tables(list(BASELINES) + ["DAUC"] + refs)]
     if payload.get("improvement"):
-        lines += ["", "DAUC against the best baseline of each column: " + "; ".join(
+        lines += ["DAUC against the best baseline of each column: " + "; ".join(
             f"{r['group']} {r['metric']} vs {r['best_baseline']} {r['rel_improvement'] * 100:+.2f}% "
-            f"(p {report.fmt_p(r['p_value'])})" for r in payload["improvement"]) + "."]
-    lines += ["", "## Table 3 style: ablations", "", table(["DAUC"] + list(ABLATIONS))]
+            f"(p {report.fmt_p(r['p_value'])}, t test over seeds)" for r in payload["improvement"]) + ".", ""]
+    lines += ["## How much the cluster sizes alone explain", "",
+              "Each method's replay with its own cluster labels permuted (same cluster sizes, random members): a "
+              "method whose score is close to its size-matched random one is ranked by its cluster sizes, not by "
+              "what its clusters share.", ""]
+    body = []
+    for m in models:
+        cells = [m]
+        for g in groups:
+            for met in metrics[:1]:
+                real, rnd = idx.get((m, g, met)), idx.get((m, g, f"{met} (size-matched random)"))
+                cells += [report.fmt_mean_std(real["mean"], real["std"]) if real else "–",
+                          report.fmt_mean_std(rnd["mean"], rnd["std"]) if rnd else "–"]
+        if any(c != "–" for c in cells[2::2]):
+            body.append(cells)
+    lines += [report.markdown_table(["method"] + [f"{g} {c}" for g in groups for c in (metrics[0], "size-matched random")],
+                                    body), ""]
+    lines += ["## Table 3 style: ablations", "", *tables(["DAUC"] + list(ABLATIONS))]
     if any(k[2] == "nmi" for k in idx):
-        lines += ["", "## Agreement with the planted groups (NMI)", "", report.markdown_table(
-            ["method", "NMI"], [[m, cell(m, "all users", "nmi")] for m in models])]
+        nmi = [[m, report.fmt_mean_std(idx[(m, "all users", "nmi")]["mean"], idx[(m, "all users", "nmi")]["std"])]
+               for m in models if (m, "all users", "nmi") in idx]
+        lines += ["## Agreement with the planted groups (NMI)", "", report.markdown_table(["method", "NMI"], nmi), ""]
     if payload.get("fig3"):
         f = payload["fig3"]
-        lines += ["", "## Fig. 3 style: share of active users per cluster", "",
+        lines += ["## Fig. 3 style: share of active users per cluster", "",
                   f"Std of the per-cluster share of active users: DAUC {f['std_share_dauc']:.3f} vs "
                   f"DAUC-no-adv {f['std_share_no_adv']:.3f} (lower = more even).", "",
-                  "![active share](fig3_active_share.png)"]
+                  "![active share](fig3_active_share.png)", ""]
+    if payload.get("histories"):
+        lines += ["## Validation curves (first seed; the epoch with the best validation replay recall is kept)", "",
+                  "![validation curves](validation_curves.png)", ""]
     if with_case_study:
-        lines += ["", "Case study (Fig. 4 style): [case_study.md](case_study.md)"]
+        lines += ["Case study (Fig. 4 style): [case_study.md](case_study.md)", ""]
     secs = payload["timing"]["seconds"]
-    lines += ["", "## Seconds per run (training + validation replays + clustering)", "",
+    lines += ["## Seconds per run (training + validation replays + clustering + replays)", "",
               report.markdown_table(["method", "seconds"], [[m, f"{s:,.1f}"] for m, s in secs.items()]),
               "", *report.provenance(payload)]
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """POSO's plan: the base model (Fig. 2), POSO(MLP/MHA/MMoE/All Combined), the Table 2 baselines on
 the same base (MeLU, Meta-Embedding, MWUF), and the ablation sections: personalization codes
-(Table 6), MHA settings (Table 7), item cold start (Table 3). Every entry is compared with the base."""
+(Table 6), MHA settings (Table 7), item cold start (Table 3). Every entry is compared with the base,
+and every table has its floor (item popularity) and, on synthetic worlds, its ceiling (the planted
+click model scoring the test rows)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ MHA_SETTINGS = {"Q(i); K(i); V(i); N=4": "full", "Q(i)=Q; K(i); V(i); N=4": "sha
 # Table 3: item cold start, the same modules with item age as the personalization code (Sec. 4.5).
 ITEM_PC = {f"item-age PC: {v}": VARIANTS[v] for v in ("POSO(MLP)", "POSO(MHA)", "POSO(MMoE)", ALL)}
 SECTIONS = ("main", "baselines", "pc", "mha", "items")
-EPISODIC = {"MeLU", "Meta-Embedding"}
+FLOOR = "Popularity (floor)"
+ORACLE = "Oracle (planted click model)"
+REFERENCES = (FLOOR, ORACLE)
 
 
 def model_plan(sections: list[str], model_cfg: dict[str, Any] | None = None) -> list[Entry]:
@@ -50,8 +54,8 @@ def model_plan(sections: list[str], model_cfg: dict[str, Any] | None = None) -> 
     if "baselines" in sections:
         plan["MeLU"] = Entry("MeLU", "melu", mcfg, baseline=BASE, reader="episodes")
         plan["Meta-Embedding"] = Entry("Meta-Embedding", "meta_embedding", {}, baseline=BASE, needs=BASE,
-                                       reader="episodes")
-        plan["MWUF"] = Entry("MWUF", "mwuf", mcfg, baseline=BASE)
+                                       reader="episodes", requires=("user_attributes",))
+        plan["MWUF"] = Entry("MWUF", "mwuf", mcfg, baseline=BASE, requires=("user_attributes",))
     if "pc" in sections:
         plan.update({f"PC: {label}": poso(f"PC: {label}", VARIANTS[ALL], pc)
                      for label, pc in PC_ABLATION.items() if pc != "avc"})
@@ -62,4 +66,6 @@ def model_plan(sections: list[str], model_cfg: dict[str, Any] | None = None) -> 
         plan.setdefault("POSO(MHA)", poso("POSO(MHA)", VARIANTS["POSO(MHA)"]))
     if "items" in sections:
         plan.update({name: poso(name, p, "item_age") for name, p in ITEM_PC.items()})
+    plan[FLOOR] = Entry(FLOOR, floor="item_popularity", baseline=BASE)
+    plan[ORACLE] = Entry(ORACLE, floor="oracle", baseline=BASE, requires=("ground_truth",))
     return list(plan.values())

@@ -49,22 +49,6 @@ def plot_value_gates(models: list[PosoRanker], path: Path) -> dict[str, Any]:
     return {"per_seed": [g.tolist() for g in gates]}
 
 
-def _delta_cells(idx: dict, model: str, group: str, task: str) -> list[str]:
-    r, b = idx[(model, task, group)], idx[(BASE, task, group)]
-    diff = (r["mean"] - b["mean"]) * 100
-    if not np.isfinite(diff):  # GAUC undefined: no test user of this group has both classes
-        return ["n/a", "–"]
-    return [f"{diff:+.3f}", report.fmt_p(r["p_value"])]
-
-
-def _delta_table(idx: dict, models: list[tuple[str, str]], groups: list[str]) -> str:
-    """Rows = (label, model); columns = Δ pp and p per group and task (the paper's Table 2 / 6 / 7)."""
-    head = ["method"] + [f"{g} {t} {c}" for g in groups for t in TASKS for c in ("Δ pp", "p")]
-    body = [[label] + [c for g in groups for t in TASKS for c in _delta_cells(idx, m, g, t)]
-            for label, m in models if all((m, t, g) in idx for t in TASKS for g in groups)]
-    return report.markdown_table(head, body) if body else "(no models in this section)"
-
-
 def _versus_baselines(idx: dict, group: str) -> str:
     """Each POSO variant against each Table 2 baseline on one user group: Δ pp (paired p over seeds)."""
     posos = [v for v in VARIANTS if v != BASE and (v, TASKS[0], group) in idx]
@@ -80,45 +64,48 @@ def _versus_baselines(idx: dict, group: str) -> str:
     return report.markdown_table(["POSO variant"] + [f"vs {b} {t}" for b in bases for t in TASKS], body)
 
 
+GAUC = [(t, "gauc") for t in TASKS]
+
+
 def render(payload: dict[str, Any]) -> str:
     rows = [r for r in payload["rows"] if r["metric"] == "gauc"]
     idx = {(r["model"], r["task"], r["group"]): r for r in rows}
-    groups = payload.get("groups", ["test users"])
+    groups = [g for g in payload.get("groups", []) if g not in payload.get("item_groups", [])]
     models = list(dict.fromkeys(r["model"] for r in rows))
     movielens = payload.get("protocol_name", "movielens") == "movielens"
     lines = [f"# thawrec bench poso — {payload['dataset']}", "", f"Protocol: {payload['protocol']}. "
-             f"Seeds: {payload['seeds']}. Split: " + ", ".join(
-                 f"{k} {v:,}" for k, v in payload["split"].items() if isinstance(v, int) and "rows" in k) + ".", ""]
-    title = ("Table 5 style: GAUC on test users, all unseen in training" if movielens else
+             f"Seeds: {payload['seeds']}.", "", report.counts_line(payload.get("test_counts", {}), groups), ""]
+    lines += report.skipped_lines(payload.get("skipped"))
+    title = ("Table 5 style: GAUC of test users, all unseen in training, by account age" if movielens else
              "Table 2 style: GAUC by user group")
-    lines += [f"## {title} (mean ± std; Δ = difference from the base model in percentage points; "
-              "p = paired t-test over seeds)", ""]
+    lines += [f"## {title}", "",
+              "Mean ± std over seeds; Δ = paired difference from the base model in percentage points with its "
+              "95% CI, p and the minimum detectable effect (alpha 0.05, power 0.8), pairing test users within "
+              "each seed and combining seeds (thawrec.eval.power). Floor: item popularity; ceiling: the planted "
+              "click model (synthetic worlds).", ""]
     main = [m for m in models if not m.startswith(("PC: ", "MHA: ", "item-age PC: "))]
-    lines.append(report.markdown_table(
-        ["model"] + [f"{g} {t} GAUC" for g in groups for t in TASKS],
-        [[m] + [report.fmt_mean_std(idx[(m, t, g)]["mean"], idx[(m, t, g)]["std"]) for g in groups for t in TASKS]
-         for m in main]))
-    lines += ["", _delta_table(idx, [(m, m) for m in main if m != BASE], groups)]
-    focus = [g for g in groups if g != "regular"][:1]  # the paper shows Tables 6-7 on new users
-    who = focus[0] if focus[0].endswith("users") else f"{focus[0]} users"
+    for g in groups:
+        lines += [f"### {g}", "", report.gains_table(payload["rows"], g, GAUC, main), ""]
+    focus = [g for g in groups if g not in ("regular", "established")][:1] or groups[:1]
+    who = focus[0] if focus[0].endswith(("users", "rows")) else f"{focus[0]} rows"
     if any(m in BASELINES for m in models):
         lines += ["", f"### POSO against each baseline, {who}: Δ pp (paired t-test p over seeds)", "",
                   _versus_baselines(idx, focus[0])]
     if any(m.startswith("PC: ") for m in models):
-        pcs = [(label, ALL if pc == "avc" else f"PC: {label}") for label, pc in PC_ABLATION.items()]
-        lines += ["", f"## Table 6 style: personalization code of POSO (All Combined), {who}, Δ pp "
-                  "vs the base model", "", _delta_table(idx, pcs, focus)]
+        pcs = [ALL if pc == "avc" else f"PC: {label}" for label, pc in PC_ABLATION.items()]
+        lines += ["", f"## Table 6 style: personalization code of POSO (All Combined), {who}", "",
+                  report.gains_table(payload["rows"], focus[0], GAUC, [BASE] + pcs)]
     if any(m.startswith("MHA: ") for m in models):
-        mha = [(label, "POSO(MHA)" if m == "gated_k" else f"MHA: {label}") for label, m in MHA_SETTINGS.items()]
-        lines += ["", f"## Table 7 style: POSO (MHA) settings, {who}, Δ pp vs the base model", "",
-                  _delta_table(idx, mha, focus)]
-    if payload.get("item_groups"):
-        items = [(m, m) for m in models if m.startswith("item-age PC: ")]
-        n = payload.get("group_rows", {})
-        lines += ["", "## Table 3 style: item cold start, item age as the personalization code, Δ pp vs the "
-                  "base model (new items = first event in the last 20% of the time range; test rows: "
-                  + ", ".join(f"{g} {n.get(g, 0):,}" for g in payload["item_groups"]) + ")", "",
-                  _delta_table(idx, items, payload["item_groups"])]
+        mha = ["POSO(MHA)" if m == "gated_k" else f"MHA: {label}" for label, m in MHA_SETTINGS.items()]
+        lines += ["", f"## Table 7 style: POSO (MHA) settings, {who}", "",
+                  report.gains_table(payload["rows"], focus[0], GAUC, [BASE] + mha)]
+    for g in payload.get("item_groups", []):
+        items = [BASE] + [m for m in models if m.startswith("item-age PC: ")]
+        lines += ["", f"## Table 3 style: item cold start (item age as the personalization code), {g}", "",
+                  report.gains_table(payload["rows"], g, GAUC, items)]
+    lines += ["", "## Convergence (equal step budgets; selection on validation LogLoss)", "",
+              report.convergence_table(payload.get("histories", {}), "logloss"), "",
+              "![learning curves](training_curves.png)"]
     lines += ["", "## Table 1 style: parameters and FLOPs per sample (embedding tables excluded)", ""]
     lines.append(report.markdown_table(
         ["model", "module", "#params", "#FLOPs/sample"],
@@ -131,5 +118,5 @@ def render(payload: dict[str, Any]) -> str:
     if "value_gates" in payload:
         lines += ["", "## Fig. 4 style: POSO(MHA) value-gate outputs against AVC buckets", "",
                   "![value gates](fig4_value_gates.png)"]
-    lines += ["", "![validation GAUC](training_curves.png)", "", *report.provenance(payload)]
+    lines += ["", *report.provenance(payload)]
     return "\n".join(lines)
