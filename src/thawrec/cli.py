@@ -239,7 +239,8 @@ def _print_metrics(metrics: dict) -> None:
 # ----------------------------------------------------------------------------------------------
 @data_app.command("import")
 def data_import(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="ml-100k, ml-1m, ml-20m, recbole, tabular or taobao-ad."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="ml-100k, ml-1m, ml-20m, recbole, tabular, taobao-ad or "
+                                                          "amazon."),
     src: Path = typer.Argument(..., help="Source folder (or file, for tabular)."),
     out: Path = typer.Option(..., "--out", help="Output dataset folder."),
     user_col: Optional[str] = typer.Option(None, "--user-col"),
@@ -256,6 +257,17 @@ def data_import(
     max_behavior_rows: Optional[int] = typer.Option(None, "--max-behavior-rows",
                                                     help="taobao-ad: read only the first N behaviour rows (the full "
                                                          "log is 700M rows, ~23 GB in memory)."),
+    source: Optional[str] = typer.Option(None, "--source", help="amazon: source-domain category (files in SRC) or "
+                                                                "its review file (default Books)."),
+    target: Optional[str] = typer.Option(None, "--target", help="amazon: target-domain category or review file "
+                                                                "(default Movies_and_TV)."),
+    source_meta: Optional[str] = typer.Option(None, "--source-meta", help="amazon: source metadata file (default "
+                                                                          "meta_<Category>.json(.gz) beside the reviews)."),
+    target_meta: Optional[str] = typer.Option(None, "--target-meta", help="amazon: target metadata file."),
+    max_tags: Optional[int] = typer.Option(None, "--max-tags", help="amazon: tags kept per item, most frequent "
+                                                                   "first (default 10, COUPLE's n)."),
+    min_tag_freq: Optional[int] = typer.Option(None, "--min-tag-freq", help="amazon: a tag must be on at least "
+                                                                           "this many items (default 2)."),
 ) -> None:
     """Import a real dataset into the canonical format (Parquet + meta.json + feature_map.json)."""
     _setup(False)
@@ -265,7 +277,9 @@ def data_import(
                                   label_col=label_col, positive_threshold=positive_threshold,
                                   item_tags_col=item_tags_col, tag_sep=tag_sep,
                                   user_attr_cols=user_attr_cols, behaviors=behaviors,
-                                  max_behavior_rows=max_behavior_rows).items() if v is not None}
+                                  max_behavior_rows=max_behavior_rows, source=source, target=target,
+                                  source_meta=source_meta, target_meta=target_meta, max_tags=max_tags,
+                                  min_tag_freq=min_tag_freq).items() if v is not None}
     try:
         rep = import_dataset(fmt, src, out, **opts)
     except ThawrecError as e:

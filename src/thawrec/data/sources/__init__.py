@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from thawrec.data.schema import Dataset, write_dataset
+from thawrec.data.sources.amazon import load_amazon
 from thawrec.data.sources.movielens import load_ml1m, load_ml20m, load_ml100k
 from thawrec.data.sources.recbole import load_recbole
 from thawrec.data.sources.tabular import load_tabular
@@ -29,6 +30,7 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "recbole": load_recbole,
     "tabular": load_tabular,
     "taobao-ad": load_taobao_ad,
+    "amazon": load_amazon,
 }
 FORMATS: tuple[str, ...] = tuple(_LOADERS)
 
@@ -89,5 +91,5 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, **options: Any) -
     return rep
 
 
-__all__ = ["FORMATS", "ImportReport", "import_dataset", "load_source",
+__all__ = ["FORMATS", "ImportReport", "import_dataset", "load_source", "load_amazon",
            "load_ml100k", "load_ml1m", "load_ml20m", "load_recbole", "load_tabular", "load_taobao_ad"]
