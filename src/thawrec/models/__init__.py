@@ -4,7 +4,7 @@ Importing this package registers every built-in model with :mod:`thawrec.registr
 registers its classes with ``@register``); the registry imports it by name on the first lookup.
 """
 
-from thawrec.models import dauc, mail, poso  # noqa: F401 - registration
+from thawrec.models import dauc, mail, poso, uie  # noqa: F401 - registration
 from thawrec.models.baselines import (completer, dccae, dec, melu, meta_embedding, mwuf,  # noqa: F401
                                       shallow_clusterers)
 from thawrec.models.rankers import base_dnn, dmr, ple  # noqa: F401
