@@ -37,8 +37,16 @@ log = logging.getLogger(__name__)
 
 PAD, UNK = 0, 1
 ID_FIELDS = ("user_id", "item_id")  # dense ids start at 0, so 0 is a real value there
-SEQ_SOURCES = ("item_id", "category", "tags")
+ZERO_IS_VALUE = ID_FIELDS + ("domain",)  # the dataset's domain 0 (the source domain) is a real value too
+# Sequence sources: one value per past item (item_id, category, domain), the past items' tags
+# flattened (tags), or each past item's first n tags as a block of n (item_tags: COUPLE's items as tags).
+SEQ_SOURCES = ("item_id", "category", "tags", "item_tags", "domain")
 DEFAULT_AVC = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233]
+
+
+def seq_vocab(src: str) -> str:
+    """The vocabulary a sequence source is encoded with (``item_tags`` shares the tags one)."""
+    return "tags" if src == "item_tags" else src
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,7 +269,7 @@ class FeaturePipeline:
         x = self._raw(ds, train, r, "<train>")
         vocabs: dict[str, Vocabulary] = {}
         for name, v in x["raw"].items():
-            vocabs[name] = Vocabulary(zero_is_missing=name not in ID_FIELDS).fit(v)
+            vocabs[name] = Vocabulary(zero_is_missing=name not in ZERO_IS_VALUE).fit(v)
         train_users = np.unique(x["urow"][x["urow"] >= 0])
         train_items = np.unique(x["irow"][x["irow"] >= 0])
         max_lens: dict[str, int] = {}
@@ -280,21 +288,29 @@ class FeaturePipeline:
                 sel = indices[in_train[row_of]]
                 vocabs[f] = Vocabulary(zero_is_missing=True).fit(sel)
         # Sequence sources need a vocabulary even when they are not fields themselves.
+        strides: dict[str, int] = {}
         for _, (src, _) in self.cfg.sequences.items():
-            if src in vocabs:
+            if src == "item_tags":  # n tags per past item: the cap of the items' tag lists
+                lens = np.diff(multihot_csr(ds.items["tags"])[0])
+                strides[src] = int(max(1, min(int(lens.max()) if len(lens) else 1, self.cfg.item_multihot_cap)))
+            key = seq_vocab(src)
+            if key in vocabs:
                 continue
             if src == "item_id":
-                vocabs[src] = Vocabulary(zero_is_missing=False).fit(x["item"])
+                vocabs[key] = Vocabulary(zero_is_missing=False).fit(x["item"])
             elif src == "category":
-                vocabs[src] = Vocabulary().fit(_gather(_int_col(ds.items, "category", "items"), x["irow"]))
-            else:  # tags
+                vocabs[key] = Vocabulary().fit(_gather(_int_col(ds.items, "category", "items"), x["irow"]))
+            elif src == "domain":
+                dom = _int_col(ds.items, "domain", "items")
+                vocabs[key] = Vocabulary(zero_is_missing=False).fit(dom[x["irow"][x["irow"] >= 0]])
+            else:  # tags, item_tags
                 indptr, indices = multihot_csr(ds.items["tags"])
                 lens = np.diff(indptr)
                 in_train = np.zeros(len(lens), bool)
                 in_train[train_items] = True
-                vocabs[src] = Vocabulary().fit(indices[in_train[np.repeat(np.arange(len(lens)), lens)]])
+                vocabs[key] = Vocabulary().fit(indices[in_train[np.repeat(np.arange(len(lens)), lens)]])
         self.vocabs = vocabs
-        self.state = dict(r, max_lens=max_lens)
+        self.state = dict(r, max_lens=max_lens, seq_strides=strides)
         self.feature_map = self._build_feature_map()
         log.info("fitted %d vocabularies on %d train rows", len(vocabs), train.height)
         return self
@@ -316,9 +332,11 @@ class FeaturePipeline:
         for f in s["item_multihot"]:
             fm.add(FeatureSpec(f, "multihot", "items", self.vocabs[f].size, max_len=s["max_lens"][f]))
         for name, (src, L) in self.cfg.sequences.items():
-            shared = src if src in fm else None
-            fm.add(FeatureSpec(name, "sequence", "interactions", self.vocabs[src].size, max_len=int(L),
-                               shared_with=shared))
+            key = seq_vocab(src)
+            shared = key if key in fm else None
+            stride = int(s.get("seq_strides", {}).get(src, 1))  # values per past item (item_tags: n)
+            fm.add(FeatureSpec(name, "sequence", "interactions", self.vocabs[key].size, max_len=int(L) * stride,
+                               dim=stride, shared_with=shared))
         return fm
 
     # ---------------------------------------------------------------- transform
@@ -406,8 +424,11 @@ class FeaturePipeline:
         out: dict[str, np.ndarray] = {}
         for name, (src, L) in self.cfg.sequences.items():
             L = int(L)
-            voc = self.vocabs[src]
-            if src == "tags":
+            voc = self.vocabs[seq_vocab(src)]
+            if src == "item_tags":
+                rows, _ = past_sequences(x["user"], x["ts"], h_user, h_ts, h_irow + 1, L, index=index, past=past)
+                seq = self._item_tag_blocks(ds, voc, rows)
+            elif src == "tags":
                 indptr, indices = multihot_csr(ds.items["tags"])
                 # Re-key the CSR by item id (rows of items.parquet may be in any order).
                 lens = np.zeros(n_items, np.int64)
@@ -423,11 +444,25 @@ class FeaturePipeline:
             else:
                 if src == "item_id":
                     vals = voc.transform(h_item)
+                elif src == "domain":  # an event whose item has no items row: domain unknown (1)
+                    vals = np.where(h_irow >= 0, voc.transform(_gather(_int_col(ds.items, "domain", "items"), h_irow)),
+                                    UNK)
                 else:
                     vals = voc.transform(_gather(_int_col(ds.items, "category", "items"), h_irow))
                 seq, _ = past_sequences(x["user"], x["ts"], h_user, h_ts, vals, L, index=index, past=past)
             out[name] = np.where(masked[:, None], PAD, seq)
         return out
+
+    def _item_tag_blocks(self, ds: Dataset, voc: Vocabulary, rows: np.ndarray) -> np.ndarray:
+        """``rows [N, L]`` (items-table row + 1 of each past item, most recent first; 0 = none) ->
+        ``[N, L * n]``: each past item as the block of its first ``n`` encoded tags (0-padded), as
+        COUPLE represents an item (Eq. 1). The tags come from the items table, so a past item never
+        seen in training still has its content."""
+        n = int(self.state["seq_strides"]["item_tags"])
+        indptr, indices = multihot_csr(ds.items["tags"])
+        blocks = np.zeros((len(indptr), n), np.int64)  # row 0: padding; row r + 1: items row r
+        blocks[1:] = pad_csr(indptr, voc.transform(indices), n)
+        return blocks[rows].reshape(len(rows), rows.shape[1] * n)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

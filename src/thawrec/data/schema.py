@@ -55,7 +55,9 @@ class FeatureSpec:
 
     ``vocab_size`` counts index 0 (padding / unknown), so an embedding table has ``vocab_size``
     rows. ``shared_with`` names another feature whose embedding table this one reuses
-    (e.g. the past-items sequence shares ``item_id``'s table).
+    (e.g. the past-items sequence shares ``item_id``'s table). ``max_len`` is the column width of a
+    sequence or multi-hot feature; a sequence with ``dim = n > 1`` holds ``n`` values per past item
+    (``max_len // n`` items, each a block of ``n``: the ``item_tags`` source, one item's tags).
     """
 
     name: str

@@ -8,4 +8,4 @@ from thawrec.models import dauc, mail, poso, uie  # noqa: F401 - registration
 from thawrec.models.baselines import (completer, dccae, dec, melu, meta_embedding, mwuf,  # noqa: F401
                                       shallow_clusterers)
 from thawrec.models.rankers import base_dnn, dmr, ple  # noqa: F401
-from thawrec.models.retrievers import dssm  # noqa: F401
+from thawrec.models.retrievers import couple, dssm  # noqa: F401

@@ -19,7 +19,8 @@ the target, the others are negatives. A column whose item equals the row's item 
 (the same item twice in a batch) is masked, not used as a negative. With ``logq_correction`` the
 logit of item ``j`` is lowered by ``log q_j`` (its share among training positives), which undoes
 the popularity bias of in-batch negatives (Yi et al., RecSys 2019); the frequencies come from
-:meth:`RetrievalModel.set_item_frequencies`.
+:meth:`RetrievalModel.set_item_frequencies`. :func:`in_batch_softmax` also takes extra negatives
+(COUPLE's FIFO queue of recent items), masked where they hold the row's own item.
 """
 
 from __future__ import annotations
@@ -48,15 +49,26 @@ def item_side_fields(feature_map: FeatureMap) -> list[str]:
 
 def in_batch_softmax(u: torch.Tensor, v: torch.Tensor, temperature: float,
                      item_keys: torch.Tensor | None = None,
-                     log_q: torch.Tensor | None = None) -> torch.Tensor:
+                     log_q: torch.Tensor | None = None,
+                     negatives: torch.Tensor | None = None,
+                     negative_keys: torch.Tensor | None = None,
+                     negative_log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``softmax(u @ v.T / temperature)`` with the diagonal as target.
 
     ``item_keys [P]`` identifies each column's item: an off-diagonal column holding the row's own
     item is masked (it is not a negative). ``log_q [P]`` is subtracted from every column's logit
     (logQ correction). Fewer than two rows leave nothing to contrast: the loss is an exact zero
     that still belongs to the graph, so ``backward`` works on any batch.
+
+    ``negatives [N, D]`` are extra columns after the batch's own (e.g. a FIFO queue of recent
+    items, :class:`thawrec.nn.queue.FifoQueue`): every row is scored against them too. A negative
+    whose ``negative_keys`` entry equals the row's ``item_keys`` (the row's own positive item,
+    queued earlier) is masked, so a positive is never scored against itself; keys < 0 match
+    nothing. ``negative_log_q [N]`` is their logQ correction. With extra negatives one row is
+    enough to contrast.
     """
-    if len(u) < 2:
+    n_extra = 0 if negatives is None else len(negatives)
+    if len(u) < (1 if n_extra else 2):
         return (u.sum() + v.sum()) * 0.0
     logits = u @ v.T / temperature
     if log_q is not None:
@@ -65,6 +77,14 @@ def in_batch_softmax(u: torch.Tensor, v: torch.Tensor, temperature: float,
         same = item_keys[:, None] == item_keys[None, :]
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
+    if n_extra:
+        extra = u @ negatives.to(u.dtype).T / temperature
+        if negative_log_q is not None:
+            extra = extra - negative_log_q[None, :]
+        if item_keys is not None and negative_keys is not None:
+            own = (item_keys[:, None] == negative_keys[None, :]) & (negative_keys[None, :] >= 0)
+            extra = extra.masked_fill(own, float("-inf"))
+        logits = torch.cat([logits, extra], dim=1)
     target = torch.arange(len(u), device=u.device)
     return F.cross_entropy(logits, target)
 

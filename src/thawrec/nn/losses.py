@@ -177,3 +177,32 @@ def completer_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, *, alpha: flo
     p_e = p.sum(0, keepdim=True).clamp_min(eps)     # [1, D]
     p = p.clamp_min(eps)
     return -(p * (torch.log(p) - (alpha + 1) * torch.log(p_d) - (alpha + 1) * torch.log(p_e))).sum()
+
+
+def srip_penalty(weight: torch.Tensor, iterations: int = 2, eps: float = 1e-12) -> torch.Tensor:
+    """SRIP (Bansal et al., NeurIPS 2018; COUPLE Eq. 9-10): ``sigma(W^T W - I)``, the spectral
+    norm of the Gram matrix's distance from the identity, by power iteration.
+
+    Starting from a random ``v``, ``iterations`` times ``u <- A v``, ``v <- A u`` with
+    ``A = W^T W - I``; then ``sigma ~ ||v|| / ||u||`` (COUPLE Eq. 10, 2 iterations by default).
+    ``v`` is rescaled to unit length before each iteration, which leaves the ratio unchanged.
+    Gradients flow through the iteration, as in SRIP's reference code. ``A`` is symmetric, so the
+    ratio estimates its largest absolute eigenvalue.
+
+    The Gram matrix is taken on the smaller side of ``weight [r, c]``: ``W^T W`` (c x c) when
+    ``r >= c``, else ``W W^T`` (r x r). Only that side can equal the identity (the other has rank
+    at most ``min(r, c)``, so ``A`` would keep eigenvalues -1 whose eigenvectors lie in the null
+    space of ``W``, where the penalty has no gradient): the penalty is then 0 exactly for a
+    (semi-)orthogonal matrix (orthonormal rows or columns) and positive otherwise.
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"srip_penalty expects a 2-D weight, got shape {tuple(weight.shape)}")
+    w = weight if weight.shape[0] >= weight.shape[1] else weight.T
+    a = w.T @ w - torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+    v = torch.randn(w.shape[1], dtype=w.dtype, device=w.device)
+    u = v
+    for _ in range(max(int(iterations), 1)):
+        v = v / v.norm().clamp_min(eps)  # keeps long iterations finite; the ratio below is scale-free
+        u = a @ v
+        v = a @ u
+    return v.norm() / u.norm().clamp_min(eps)
