@@ -104,7 +104,7 @@ def test_scenario_options_are_checked_and_recorded(tmp_path):
         scenario_config("poso", n_userz=3)
     ds, _ = world("dauc", 0.0, seed=3)
     assert ds.meta["scenario"] == {"name": "dauc", "strength": 0.0, "world_seed": 3}
-    assert set(SCENARIOS) == {"poso", "mail", "dauc"}
+    assert set(SCENARIOS) == {"poso", "mail", "dauc", "uie"}
 
 
 def test_cli_writes_a_scenario_world_with_its_ground_truth(tmp_path):

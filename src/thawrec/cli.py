@@ -115,14 +115,15 @@ def bench(
     epochs: Optional[int] = typer.Option(None, help="Step budget in passes over the training rows, the same for every "
                                                     "model; early stopping may end sooner (default 5; dauc: 30 epochs, "
                                                     "the paper's)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 1024; dauc: 128 users, the paper's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 1024; dauc: 128 users, the paper's; "
+                                                        "uie: 512, the paper's)."),
     device: str = typer.Option("auto"),
     protocol: str = typer.Option("auto", help="poso: movielens (Table 5), new-users (Table 2), "
                                               "auto = new-users on the synthetic world, movielens on --data."),
     sections: str = typer.Option("main,baselines", help="poso: comma list of main, baselines, pc (Table 6), "
-                                                         "mha (Table 7)."),
-    models: Optional[str] = typer.Option(None, help="poso, mail, dauc: only these models (comma list; the bases "
-                                                    "are kept)."),
+                                                         "mha (Table 7); uie: main, baselines, fig3 (Fig. 3)."),
+    models: Optional[str] = typer.Option(None, help="poso, mail, dauc, uie: only these models (comma list; the "
+                                                    "bases are kept)."),
     clusters: Optional[int] = typer.Option(None, help="dauc: number of user clusters (default 100 synthetic, 20 "
                                                       "real-data proxies)."),
     k: Optional[int] = typer.Option(None, help="dauc: K of Recall@K / NDCG@K (default 50 synthetic, 20 proxies)."),
@@ -134,7 +135,7 @@ def bench(
     synth_interactions: Optional[int] = typer.Option(None, help="Size of the synthetic world when no --data."),
     synth_users: Optional[int] = typer.Option(None, help="Users of the synthetic world when no --data."),
     scenario: Optional[str] = typer.Option(None, help="Synthetic world with one paper's mechanism planted: poso, "
-                                                      "mail or dauc (no --data)."),
+                                                      "mail, dauc or uie (no --data)."),
     strength: Optional[float] = typer.Option(None, help="Scenario strength in [0, 1]; 0 = the null world; default "
                                                         "the scenario's documented strength."),
     world_seed: Optional[int] = typer.Option(None, help="Seed of the synthetic world (the run seeds vary training "
@@ -150,10 +151,12 @@ def bench(
     runner = importlib.import_module(f"thawrec.suites.{suite}")
     try:
         extra: dict = {}
-        if suite in ("poso", "mail", "dauc"):
+        if suite in ("poso", "mail", "dauc", "uie"):
             extra["variants"] = [x.strip() for x in models.split(",")] if models else None
+        if suite in ("poso", "uie"):
+            extra["sections"] = [x.strip() for x in sections.split(",") if x.strip()]
         if suite == "poso":
-            extra.update(protocol=protocol, sections=[x.strip() for x in sections.split(",") if x.strip()])
+            extra["protocol"] = protocol
         synth = {k: v for k, v in (("n_interactions", synth_interactions), ("n_users", synth_users)) if v}
         if synth:
             extra["synth"] = synth
@@ -169,7 +172,8 @@ def bench(
             payload = runner.run(data, out, _seeds(seeds), command=_command(), **extra)
         else:
             payload = runner.run(data, out, _seeds(seeds),
-                                 train={"epochs": epochs or 5, "batch_size": batch_size or 1024, "device": device},
+                                 train={"epochs": epochs or 5, "device": device,
+                                        "batch_size": batch_size or (512 if suite == "uie" else 1024)},
                                  command=_command(), **extra)
     except ThawrecError as e:
         _fail(e)
@@ -321,8 +325,8 @@ def data_synth(
     interactions: Optional[int] = typer.Option(None, "--interactions"),
     groups: Optional[int] = typer.Option(None, "--groups"),
     new_user_frac: Optional[float] = typer.Option(None, "--new-user-frac"),
-    scenario: Optional[str] = typer.Option(None, "--scenario", help="Plant one paper's mechanism: poso, mail or "
-                                                                  "dauc (see thawrec.data.scenarios)."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help="Plant one paper's mechanism: poso, mail, "
+                                                                  "dauc or uie (see thawrec.data.scenarios)."),
     strength: Optional[float] = typer.Option(None, "--strength", help="Scenario strength in [0, 1]; 0 is the null "
                                                                       "world; default: the scenario's documented one."),
     seed: int = typer.Option(0, "--seed", help="World seed."),

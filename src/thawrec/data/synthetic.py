@@ -32,6 +32,9 @@ Planted structure (what each paper can find)
   cold users (<= ``cold_click_threshold`` clicks) it is mixed with a shared "light user"
   distribution with weight ``cold_app_shift`` (DAUC's active/cold view shift).
 - Context column ``hour`` = hour of day of ``ts`` + 1 (1..24).
+- Off by default (UIE's scenario): the ``low_active_frac`` least active users are LOW-ACTIVE
+  (attributes mostly missing; ``low_active_taste_shared`` of them click by their group's shared
+  taste, the rest by a taste of their own), and ``watch_time`` adds a seconds-watched column.
 
 Rows of ``interactions`` are sorted by ``ts`` (stable). Timestamps are int seconds in
 ``[t_start, t_start + t_span_days * 86400)``. A (user, item) pair is made unique by re-drawing
@@ -45,6 +48,7 @@ Ground truth (``generate``'s second value; ``ground_truth.npz`` on disk), indexe
 item id, group, topic or domain: user_group, user_is_new, user_activity (events), user_clicks,
 user_is_cold, user_join_ts (= first event), user_bias, user_affinity_scale; item_topic,
 item_domain, item_popularity (Zipf weight, sums to 1), item_pop_rank, item_bias, item_year;
+user_is_low_active, user_follows_group_taste, user_own_taste (UIE's scenario only);
 group_share, group_topic_affinity, group_topic_liked, group_topic_exposure (P(topic | group) of a
 preference exposure), topic_tag_dist, domain_topic_dist, group_app_dist, cold_app_dist,
 app_popularity, group_attr_<attr> (group x code distribution before noise; column j is code j+1);
@@ -193,7 +197,10 @@ class SynthConfig:
     """``cohort``: regular users join before the last ``new_user_window``, new users in it (the
     default world). ``uniform``: every user joins at a uniform time over the whole range and is
     active from then on (events in proportion to the time left), so every user has a lifecycle and
-    a young account means the same thing in any period (POSO's scenario)."""
+    a young account means the same thing in any period (POSO's scenario). ``always``: every user is
+    active over the whole range (all events, the first included, uniform over it), so a user's share
+    of events in any period is the same and only the activity level tells users apart (UIE's
+    scenario)."""
     lifecycle_events: int = 0
     """A user's first ``lifecycle_events`` events are early-life events (0: no lifecycle shift)."""
     lifecycle_strength: float = 0.0
@@ -217,6 +224,22 @@ class SynthConfig:
     user: at most ``light_user_events`` events in total, known before any click)."""
     light_user_events: int = 20
     """With ``cold_shift_by="activity"``: users with at most this many events are light users."""
+    low_active_frac: float = 0.0
+    """Share of users planted LOW-ACTIVE (UIE's scenario; 0: none): the least active users (fewest
+    events; ties at random), each of whose attributes is missing with ``low_active_attr_missing``
+    and whose clicks follow their interest group's shared taste only in proportion
+    ``low_active_taste_shared``. Drawn from a third random stream, so everything else is unchanged."""
+    low_active_attr_missing: float = 0.6
+    """Probability that a low-active user's attribute is missing (UIE Table 2: low-active users have
+    about half the profile features of the others)."""
+    low_active_taste_shared: float = 1.0
+    """Share of low-active users whose click taste is their group's (group row + personal noise, as
+    every other user's); the rest have an independent taste of their own, shared with nobody, drawn
+    like a group row (UIE's scenario strength; 0: no low-active user's clicks follow their cluster)."""
+    watch_time: bool = False
+    """Add ``watch_time`` (seconds) to the interactions: a valid consumption (label 1) is a watch of
+    more than 10 s, ``10 + exp(N(log 20 + 0.5 * affinity, 0.5))`` (longer the more the user likes the
+    topic), a non-consumption a watch of U(0, 10) s (UIE's watch-time task; third random stream)."""
     seed: int = 0
     """Seed of the single numpy Generator: same config -> identical tables."""
 
@@ -259,8 +282,11 @@ class SynthConfig:
                 raise bad(name, "must be > 0")
         if self.year_min > self.year_max or self.year_min < 1:
             raise bad("year_min", "need 1 <= year_min <= year_max")
-        if self.join_mode not in ("cohort", "uniform"):
-            raise bad("join_mode", "must be 'cohort' or 'uniform'")
+        if self.join_mode not in ("cohort", "uniform", "always"):
+            raise bad("join_mode", "must be 'cohort', 'uniform' or 'always'")
+        for name in ("low_active_frac", "low_active_attr_missing", "low_active_taste_shared"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise bad(name, "must be in [0, 1]")
         if self.cold_shift_by not in ("clicks", "activity"):
             raise bad("cold_shift_by", "must be 'clicks' or 'activity'")
         for name in ("lifecycle_strength", "nuisance_strength"):
@@ -594,6 +620,46 @@ def _behaviour_log(cfg: SynthConfig, users: dict, items: dict, srng: np.random.G
     return {"user": user, "item": by_topic[pos].astype(np.int64), "ts": ts.astype(np.int64)}
 
 
+def _low_active(cfg: SynthConfig, users: dict, counts: np.ndarray,
+                urng: np.random.Generator) -> dict[str, np.ndarray] | None:
+    """UIE's scenario: which users are low-active (the ``low_active_frac`` with the fewest events),
+    and the click taste each user follows. A low-active user follows the group's shared taste (the
+    group row + the personal noise every user has) when ``follow_draw < low_active_taste_shared``,
+    else an independent taste of their own, drawn like a group row (its own liked topics) and
+    shared with nobody. Every array is drawn whatever the strength, so worlds of different
+    strengths differ only in which users follow their group (monotonically: a follower at a lower
+    strength follows at every higher one). Their attributes go missing here too. None when the
+    scenario is off (nothing drawn)."""
+    if not cfg.low_active_frac:
+        return None
+    U, T = cfg.n_users, cfg.n_topics
+    low = np.zeros(U, bool)
+    low[np.lexsort((urng.random(U), counts))[:int(round(cfg.low_active_frac * U))]] = True
+    follow_draw = urng.random(U)
+    rank = np.argsort(np.argsort(urng.random((U, T)), axis=1), axis=1)
+    n_liked = urng.integers(cfg.topics_liked_min, cfg.topics_liked_max + 1, size=U)
+    own = (np.where(rank < n_liked[:, None], cfg.affinity_liked, cfg.affinity_other)
+           + urng.normal(0, cfg.affinity_sigma, (U, T)))
+    missing = urng.random((U, len(ATTRS))) < cfg.low_active_attr_missing
+    follows = ~low | (follow_draw < cfg.low_active_taste_shared)
+    for j, name in enumerate(ATTRS):  # a sparse profile: most of a low-active user's attributes are unknown
+        users[name] = np.where(low & missing[:, j], 0, users[name])
+    group_row = users["user_affinity_scale"][:, None] * users["group_topic_affinity"][users["user_group"]]
+    personal = users["_user_aff"] - group_row  # the personal noise every user has
+    users["_user_aff"] = np.where(follows[:, None], users["_user_aff"],
+                                  users["user_affinity_scale"][:, None] * own + personal).astype(np.float32)
+    return {"user_is_low_active": low, "user_follows_group_taste": follows, "user_own_taste": own}
+
+
+def _watch_time(label: np.ndarray, aff: np.ndarray, urng: np.random.Generator) -> np.ndarray:
+    """Seconds watched: more than 10 s for a valid consumption (label 1), longer the more the user
+    likes the topic; under 10 s otherwise (UIE's watch-time task)."""
+    n = len(label)
+    long = 10.0 + np.exp(np.log(20.0) + 0.5 * aff + urng.normal(0.0, 0.5, n))
+    short = 10.0 * urng.random(n)
+    return np.where(label == 1, long, short).astype(np.float32)
+
+
 def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndarray]]:
     """Draw the world. Returns the canonical dataset and the ground-truth arrays."""
     cfg = cfg or SynthConfig()
@@ -602,6 +668,7 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
     # Scenario mechanisms draw from their own stream, so the default world stays bit-identical and a
     # scenario's null world (strength 0) differs from its planted one only in the mechanism.
     srng = np.random.default_rng([cfg.seed, 1])
+    urng = np.random.default_rng([cfg.seed, 2])  # UIE's scenario (low-active users, watch time)
     users = _users(cfg, rng)
     items = _items(cfg, rng)
     is_new = users["user_is_new"]
@@ -614,15 +681,24 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
     else:
         scale = np.where(is_new, cfg.new_user_window, 1.0)
     counts = _activity(cfg, scale, rng)
+    low_active = _low_active(cfg, users, counts, urng)  # before the click model, after the activity
     u, it, n_dup = _exposures(cfg, users, items, counts, rng)
 
-    # Timestamps: a join time per user; the first event is the join, the rest uniform after it.
-    if cfg.join_mode != "uniform":
+    # Timestamps: a join time per user; the first event is the join, the rest uniform after it
+    # (``always``: every event uniform over the whole range; the join is the first event).
+    if cfg.join_mode == "always":
+        join = np.full(cfg.n_users, cfg.t_start, np.int64)
+    elif cfg.join_mode != "uniform":
         join = np.where(is_new, rng.integers(w_start, t_end, cfg.n_users),
                         rng.integers(cfg.t_start, w_start, cfg.n_users))
     frac = rng.random(len(u))
-    frac[np.r_[0, np.cumsum(counts)[:-1]]] = 0.0
+    if cfg.join_mode != "always":
+        frac[np.r_[0, np.cumsum(counts)[:-1]]] = 0.0
     ts = join[u] + np.floor(frac * (t_end - join[u])).astype(np.int64)
+    if cfg.join_mode == "always":
+        first = np.full(cfg.n_users, t_end, np.int64)
+        np.minimum.at(first, u, ts)
+        join = first
 
     # Click model.
     topic = items["item_topic"][it]
@@ -644,6 +720,7 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
     sub = score if len(score) <= 1_000_000 else score[rng.integers(0, len(score), 1_000_000)]
     cuts = np.quantile(sub, np.cumsum(cfg.rating_shares)[:-1])
     rating = (1 + np.searchsorted(cuts, score, side="right")).astype(np.float32)
+    watch = _watch_time(label, aff, urng) if cfg.watch_time else None
 
     clicks = np.bincount(u, weights=label, minlength=cfg.n_users).astype(np.int64)
     is_cold = clicks <= cfg.cold_click_threshold
@@ -660,6 +737,7 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
         label = np.r_[label, np.ones(len(bu), np.int8)]
         rating = np.r_[rating, np.full(len(bu), 5, np.float32)]
         prob = np.r_[prob, np.full(len(bu), np.nan)]
+        watch = None if watch is None else np.r_[watch, np.full(len(bu), np.nan, np.float32)]
         early = np.r_[early, np.zeros(len(bu), bool)]
         rank = np.r_[rank, np.full(len(bu), -1)]
         log.info("behaviour log: %d clicks of old users before the labelled log (%d labelled rows)", len(bu), n_lab)
@@ -670,6 +748,8 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
         "hour": (ts[order] // 3600) % 24 + 1,
     }, schema={"user_id": pl.Int64, "item_id": pl.Int64, "ts": pl.Int64, "label": pl.Int8,
                "rating": pl.Float32, "domain": pl.Int32, "hour": pl.Int64})
+    if watch is not None:  # a label (regression target), never a context feature
+        inter = inter.with_columns(pl.Series("watch_time", watch[order], dtype=pl.Float32))
     user_df = pl.DataFrame({"user_id": np.arange(cfg.n_users, dtype=np.int64),
                             **{a: users[a] for a in ATTRS}})
     user_df = user_df.with_columns(_list_series("apps", app_off, app_val))
@@ -686,7 +766,7 @@ def generate(cfg: SynthConfig | None = None) -> tuple[Dataset, dict[str, np.ndar
               user_is_cold=is_cold, user_is_light=is_light,
               user_join_ts=join, interaction_click_prob=prob[order].astype(np.float32),
               interaction_early_life=early[order], interaction_rank_in_user=rank[order].astype(np.int64),
-              **lifecycle)
+              **lifecycle, **(low_active or {}))
     if behaviour is not None:  # the new users' would-be behaviour, hidden from the log: the oracle's
         hidden = is_new[behaviour["user"]]
         gt.update(hidden_behaviour_user=behaviour["user"][hidden], hidden_behaviour_item=behaviour["item"][hidden],

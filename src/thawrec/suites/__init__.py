@@ -3,4 +3,4 @@ results.json + report.md. One package per system: ``protocol`` (world, split, fe
 ``plan`` (the models, as data), ``report`` (tables and figures); the seed loop, ranking fits and
 output are shared in :mod:`.common`."""
 
-SUITES = ("base", "poso", "mail", "dauc")
+SUITES = ("base", "poso", "mail", "dauc", "uie")

@@ -29,7 +29,11 @@ def rows_by_reference(records: list[dict[str, Any]], plan: list[Entry], auc_like
     rows: list[dict[str, Any]] = []
     for ref in refs:
         mine = {e.name for e in plan if e.reference == ref}
-        rows += results_rows([r for r in records if r["model"] in mine], baseline=ref, auc_like=auc_like)
+        # A reference that is itself compared with another entry (UIE's TIE against UIE) lends its
+        # records for the comparison; its own row is the one against its own reference.
+        lent = {ref} - mine
+        got = results_rows([r for r in records if r["model"] in mine | lent], baseline=ref, auc_like=auc_like)
+        rows += [r for r in got if r["model"] not in lent]
     by: dict[tuple, list[SeedPair]] = {}
     for p in pairs:
         by.setdefault((p["model"], p["reference"], p["task"], p["group"], p["metric"]), []).append(
