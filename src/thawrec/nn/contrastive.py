@@ -47,9 +47,11 @@ def _one_direction(anchor: torch.Tensor, other: torch.Tensor, temperature: float
     (``j != i`` within the view); the positive ``d(ao)_ii`` stays in the row (the inter-view sum
     includes ``j = i``). Without ``same_view_negatives`` the row is ``d(ao)_i / tau`` alone.
     """
+    # ``same`` before ``cross``: the order fixes how autograd sums the two gradient paths into
+    # ``anchor``, and with it the last bits of DAUC's training (tests/test_suite_regression.py).
+    same = cosine_matrix(anchor, anchor) if same_view_negatives else None
     cross = cosine_matrix(anchor, other)
-    if same_view_negatives:
-        same = cosine_matrix(anchor, anchor)
+    if same is not None:
         eye = torch.eye(len(anchor), dtype=torch.bool, device=anchor.device)
         logits = torch.cat([same.masked_fill(eye, float("-inf")), cross], dim=1) / temperature
     else:
