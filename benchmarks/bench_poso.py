@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
@@ -31,6 +30,7 @@ from thawrec.data.synthetic import SynthConfig, generate
 from thawrec.eval.complexity import cost_table
 from thawrec.models.poso import PosoRanker
 from thawrec.train.trainer import build_optimizers
+from _timing import interleaved_rounds, paired_ratio, print_rounds
 
 ALL_COMBINED = {"mlp": True, "mha": "gated_k", "mmoe": True}
 
@@ -62,22 +62,12 @@ def main(rounds: int = 7, steps: int = 20, batch_size: int = 1024, old: bool = T
         for o in opts[name]:
             o.step()
 
-    for name in models:  # warm-up
-        for b in batches[:3]:
-            step(name, b)
-    per_round: dict[str, list[float]] = {name: [] for name in models}
     n_round = len(batches) * batch_size
-    for _ in range(rounds):
-        for name in models:  # A, B, (C), A, B, (C), ...
-            t0 = time.perf_counter()
-            for b in batches:
-                step(name, b)
-            per_round[name].append(n_round / (time.perf_counter() - t0))
+    per_round = interleaved_rounds(models, batches, step, rounds, n_round)
     sps = {name: statistics.median(v) for name, v in per_round.items()}
 
     def ratio(name: str) -> float:
-        """Median over rounds of the paired per-round ratio to the base model."""
-        return statistics.median(a / b for a, b in zip(per_round[name], per_round["base"]))
+        return paired_ratio(per_round, name)
 
     flops = {name: cost_table(nets[name], batches[0], {"whole": ""})[0]["flops_per_sample"] for name in models}
     result = {
@@ -97,12 +87,7 @@ def main(rounds: int = 7, steps: int = 20, batch_size: int = 1024, old: bool = T
             "fast_path_speedup": round(sps["poso_all"] / sps["poso_all_old"], 3),
             "poso_all_old_flops_per_sample": flops["poso_all_old"],
         })
-    print(f"{'model':14s} {'samples/s':>10s} {'vs base':>8s} {'paired':>7s}  per round")
-    for name in models:
-        rel = "1.000" if name == "base" else f"{sps[name] / sps['base']:.3f}"
-        paired = "" if name == "base" else f"{ratio(name):.3f}"
-        print(f"{name:14s} {sps[name]:10,.0f} {rel:>8s} {paired:>7s}  "
-              + " ".join(f"{v:,.0f}" for v in per_round[name]))
+    print_rounds(per_round)
     print(f"POSO(All Combined) / base = {result['throughput_ratio']:.3f} (paired {result['paired_throughput_ratio']:.3f}); "
           f"FLOPs +{result['flops_overhead']:.1%}"
           + (f"; old path / base = {result['old_throughput_ratio']:.3f}, fast path speedup "

@@ -1,7 +1,8 @@
 """Memory networks with stream clustering (UIE Sec. 3.2-3.4): Eq. 1's update on hand-computed
 examples and against a row-by-row reference, clustering of planted clusters, Eq. 2's read with
-non-positive centroids zeroed, sampling, state_dict / checkpoint / resume, and two gloo ranks
-that end with the same memory."""
+non-positive centroids zeroed, sampling, the start from data and the re-seeding of dead
+centroids (not in the paper, off by default), state_dict / checkpoint / resume, and two gloo
+ranks that end with the same memory."""
 
 from __future__ import annotations
 
@@ -146,11 +147,123 @@ def test_bad_arguments():
         StreamClusterMemory(0, 4)
     with pytest.raises(ConfigError):
         StreamClusterMemory(4, 4, rate=0.0)
+    for kw in ({"init": "kmeans"}, {"reseed_after": 0}, {"reseed_after": 1.5}, {"reseed_after": True}):
+        with pytest.raises(ConfigError):
+            StreamClusterMemory(4, 4, **kw)
     mem = StreamClusterMemory(4, 3)
     with pytest.raises(ValueError):
         mem.update(torch.randn(5, 2))
     with pytest.raises(ValueError):
         mem.read(torch.randn(5, 3), 5)
+
+
+# ------------------------------------------------------------------ start from data, re-seeding
+def test_data_init_fills_centroids_from_the_sampled_vectors():
+    g = torch.Generator().manual_seed(10)
+    mem = StreamClusterMemory(8, 4, rate=1e-6, init="data")
+    assert not mem.centroids.any() and int(mem.filled) == 0 and mem.n_filled == 0
+    x = torch.randn(12, 4, generator=g)
+    pick = torch.zeros(12, dtype=torch.bool)
+    pick[[1, 3, 4, 7, 10]] = True
+    got = mem.update(x, pick)
+    # fewer sampled vectors than empty centroids: each becomes one, in order; none moves another
+    assert int(mem.filled) == 5 and torch.equal(mem.centroids[:5], x[pick]) and not mem.centroids[5:].any()
+    assert torch.equal(got[pick], torch.arange(5)) and bool((got[~pick] == -1).all())
+    assert mem.hits.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+    assert bool((mem.assign(torch.randn(50, 4, generator=g)) < 5).all())  # empty centroids win nothing
+    # more sampled vectors than empty centroids: three of them, distinct, fill the rest
+    y = torch.randn(10, 4, generator=g)
+    got = mem.update(y)
+    assert int(mem.filled) == 8 and mem.n_filled == 8 and int(mem.hits.sum()) == 15
+    seeds = []
+    for j in range(5, 8):  # rho = 1e-6: a seed's centroid is that vector (up to the other rows' step)
+        dist = (y - mem.centroids[j]).norm(dim=1)
+        r = int(dist.argmin())
+        assert float(dist[r]) < 1e-4 and int(got[r]) == j
+        seeds.append(r)
+    assert len(set(seeds)) == 3
+    assert torch.allclose(mem.centroids[:5], x[pick], atol=1e-4)  # the first seeds only took rho-steps
+
+
+def test_data_init_spreads_the_start_over_planted_clusters():
+    g = torch.Generator().manual_seed(11)
+    centers = 10.0 * torch.eye(6)[:4]
+    lab = torch.arange(40) % 4
+    x = centers[lab] + 0.1 * torch.randn(40, 6, generator=g)
+    for seed in range(5):  # k-means++: one seed per cluster, whatever the seed
+        mem = StreamClusterMemory(4, 6, init="data", seed=seed)
+        got = mem.update(x)
+        assert sorted(int(lab[(x - c).norm(dim=1).argmin()]) for c in mem.centroids) == [0, 1, 2, 3]
+        assert int(mem.filled) == 4 and torch.equal(torch.bincount(got, minlength=4), torch.full((4,), 10))
+
+
+def _live_after_stream(seed: int, **kw: Any) -> int:
+    """Centroids (of 16) that win any of 4000 fresh vectors after 300 updates on 16 planted
+    clusters in a cone, as embeddings with a shared component are (random directions of norm 2
+    plus 2 on the first axis, noise 0.3, dim 8)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(16, 8, generator=g)
+    centers = 2.0 * centers / centers.norm(dim=1, keepdim=True)
+    centers[:, 0] += 2.0
+
+    def draw(n: int) -> torch.Tensor:
+        return centers[torch.randint(0, 16, (n,), generator=g)] + 0.3 * torch.randn(n, 8, generator=g)
+
+    torch.manual_seed(seed)
+    mem = StreamClusterMemory(16, 8, rate=0.05, **kw)
+    for _ in range(300):
+        mem.update(draw(64))
+    return int((torch.bincount(mem.assign(draw(4000)), minlength=16) > 0).sum())
+
+
+def test_data_init_leaves_more_centroids_live_than_random_init_on_planted_clusters():
+    random = [_live_after_stream(s) for s in range(3)]  # many random centroids point away: never win
+    data = [_live_after_stream(s, init="data") for s in range(3)]
+    reseeded = [_live_after_stream(s, reseed_after=20) for s in range(3)]  # dead ones revived
+    assert max(random) <= 8 and min(data) >= 12 and min(reseeded) >= 15, (random, data, reseeded)
+
+
+def test_reseed_moves_a_centroid_that_never_wins_onto_a_recent_vector():
+    g = torch.Generator().manual_seed(12)
+    mem = StreamClusterMemory(2, 2, rate=0.1, reseed_after=3)
+    mem.centroids.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))  # the data sits near [1, 0]: c1 never wins
+    batches = [torch.tensor([1.0, 0.0]) + 0.3 * torch.randn(20, 2, generator=g) for _ in range(8)]
+    for t, x in enumerate(batches[:2], start=1):
+        mem.update(x)
+        assert mem.idle.tolist() == [0, t] and mem.centroids[1].tolist() == [-1.0, 0.0]
+    mem.update(batches[2])  # the third update without a win: c1 moves onto one of its vectors
+    assert int(mem.reseeds) == 1 and mem.idle.tolist() == [0, 0]
+    assert bool(((batches[2] - mem.centroids[1]).norm(dim=1) == 0).any())
+    for x in batches[3:]:
+        mem.update(x)
+    assert int(mem.hits[1]) > 0  # it is live now
+    plain = StreamClusterMemory(2, 2)
+    assert set(plain.state_dict()) == {"centroids", "hits"} and "reseed" not in repr(plain)
+
+
+def test_start_options_round_trip_state_dict_and_resume_exactly():
+    g = torch.Generator().manual_seed(13)
+    xs = [torch.randn(6 if i == 0 else 30, 4, generator=g) for i in range(6)]
+
+    def new() -> StreamClusterMemory:
+        return StreamClusterMemory(8, 4, rate=0.2, init="data", reseed_after=2)
+
+    a = new()
+    a.update(xs[0])  # 6 of 8 filled: the checkpoint falls in the middle of the fill
+    state = {k: v.clone() for k, v in a.state_dict().items()}
+    assert set(state) == {"centroids", "hits", "filled", "idle", "reseeds"} and int(state["filled"]) == 6
+    b = new()
+    b.load_state_dict(state)
+    assert int(b.filled) == 6 and b.n_filled == 6
+    for x in xs[1:]:  # the same draws (fill, re-seeding) as the uninterrupted memory
+        a.update(x)
+        b.update(x)
+        for k, v in a.state_dict().items():
+            assert torch.equal(b.state_dict()[k], v), k
+    assert int(a.filled) == 8 and int(a.reseeds) > 0
+    c = new()
+    c.load_state_dict(a.state_dict())
+    assert c.n_filled == 8  # a full memory loaded into a fresh one is full
 
 
 # --------------------------------------------------------------------------------------- Eq. 2 read
@@ -255,6 +368,14 @@ def _worker(rank: int, world: int, tmp: str) -> None:
     mem = _new_memory()
     mem.update(_rows()[rank::world])  # each rank sees its own rows
     torch.save({"centroids": mem.centroids, "hits": mem.hits}, f"{tmp}/rank{rank}.pt")
+    # the data start and re-seeding draw from every rank's vectors, the same on every rank
+    torch.manual_seed(100 + rank)  # a different global stream per rank changes nothing
+    started = StreamClusterMemory(5, 4, rate=0.2, init="data", reseed_after=1)
+    rows = _rows()
+    for step in range(4):
+        part = rows[step * 12:(step + 1) * 12]  # 12 rows a step, half per rank: 6 + 6 > 5 at the fill
+        started.update(part[rank::world])
+    torch.save(started.state_dict(), f"{tmp}/started{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -267,3 +388,7 @@ def test_two_gloo_ranks_hold_the_same_memory(tmp_path):
     assert torch.allclose(a["centroids"], single.centroids, atol=1e-6)
     assert torch.equal(a["hits"], single.hits) and int(a["hits"].sum()) == 60
     assert not torch.allclose(single.centroids, _new_memory().centroids)
+    a, b = (torch.load(tmp_path / f"started{r}.pt") for r in (0, 1))
+    assert int(a["filled"]) == 5 and int(a["reseeds"]) > 0
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

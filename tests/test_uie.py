@@ -1,5 +1,6 @@
 """UIE (Liu et al., KDD 2024) on PLE: the registered model's config contract, its loss terms, each
-enhancement's input and ablation switch, the on_batch_end updates (Eq. 1 on sampled rows only,
+enhancement's input and ablation switch, UCSE on the packed real behaviours against the dense
+form over every slot, the on_batch_end updates (Eq. 1 on sampled rows only,
 Eq. 3 by hand), the stopped gradients between the aux towers and the main model, checkpoint /
 exact resume of every buffer, two gloo ranks that end with the same state, and a short run that
 learns."""
@@ -21,7 +22,8 @@ from thawrec.data.synthetic import SynthConfig, generate
 from thawrec.errors import ConfigError
 from thawrec.eval.metrics import auc
 from thawrec.models.rankers.ple import PLERanker
-from thawrec.models.uie import UIERanker
+from thawrec.models.uie import UIERanker, _distinct
+from thawrec.nn.attention import masked_softmax
 from thawrec.registry import build_model, names
 from thawrec.train.checkpoint import load_checkpoint
 from thawrec.train.fit import score_model, train_model
@@ -76,7 +78,8 @@ def test_registered_and_config_contract(world):
            ({"tasks": ["label", "w"], "regression_tasks": ["w"], "label_task": "w"}, "binary task"),
            ({"sequence_fields": ["hist_nope"]}, "sequence"), ({"sampling": {"active_type": "nope"}}, "active_type"),
            ({"sampling": {"user_rate": 1.5}}, "rate"), ({"aux": {"user_fields": ["hist_items"]}}, "user_fields"),
-           ({"tail_threshold": -1}, "tail_threshold")]
+           ({"tail_threshold": -1}, "tail_threshold"), ({"memory": {"init": "kmeans"}}, "memory.init"),
+           ({"memory": {"reseed_after": 0}}, "reseed_after"), ({"memory": {"reseed_after": 2.5}}, "reseed_after")]
     for cfg, match in bad:
         with pytest.raises(ConfigError, match=match):
             UIERanker(fm, {**SMALL, **cfg})
@@ -98,7 +101,9 @@ def test_forward_loss_terms_and_input_widths(world):
     assert m.extra_input_dim() == sum(WIDTHS.values())
     assert m.ple.levels[0].task_gates[0].in_features == m.input_dim + sum(WIDTHS.values())
     assert out["user_vec"].shape == out["item_vec"].shape == (256, 8)
-    assert out["consumption"].shape == (256, 12, 8) and out["consumption_mask"].dtype == torch.bool
+    cons = out["consumption"]  # packed: the real behaviours, each distinct one looked up once
+    assert cons.mask.dtype == torch.bool and cons.mask.shape[0] == 256 and cons.mask.shape[1] <= 12
+    assert cons.vectors.shape == (int(cons.mask.sum()), 8) and len(cons.unique) < len(cons.vectors)
     terms = m.compute_loss(b, out)
     assert set(terms) == {"bce_label", "aux_bce"} and m.aux_loss_terms == ("aux_bce",)
     logit = (out["user_vec"] * out["item_vec"]).sum(-1) + m.aux.bias
@@ -163,8 +168,11 @@ def test_ucse_is_eq4_over_the_nearest_centroids_of_real_behaviours(world):
     b = _batch(train, 256)
     with torch.no_grad():
         out = m(b)
-    seq, mask = out["consumption"], out["consumption_mask"]
-    assert seq.shape == (256, 5, 8) and torch.equal(mask, b["hist_items"][:, :5] > 0)  # the 5 most recent
+    seq, mask = m.consumption_vectors(b)
+    first5 = b["hist_items"][:, :5] > 0  # the 5 most recent, cut after the batch's longest history
+    width = int(first5.sum(1).max())
+    assert seq.shape == (256, width, 8) and torch.equal(mask, first5[:, :width]) and not first5[:, width:].any()
+    assert torch.equal(seq[mask], out["consumption"].vectors)
     cents = m.item_memory.centroids
     empty = 0
     for r in range(256):
@@ -178,7 +186,66 @@ def test_ucse_is_eq4_over_the_nearest_centroids_of_real_behaviours(world):
         target = m.embedding("item_id", b["item_id"][r:r + 1])[0]
         w = torch.softmax(theta @ target, 0)  # Eq. 4, real behaviours only
         assert torch.allclose(got, (w[:, None] * theta).sum(0), atol=1e-6), r
-    assert 0 < empty < 256 and bool((mask.sum(1) < 5).any())  # rows with and without padding were checked
+    full = mask.sum(1) == mask.shape[1]
+    assert 0 < empty < 256 and bool(full.any()) and not bool(full.all())  # rows with and without padding
+
+
+def _dense_ucse(m: UIERanker, b: dict, target: torch.Tensor) -> torch.Tensor:
+    """UCSE as first written: every one of the ``max_seq_len`` positions, padding included,
+    replaced by its most similar centroid, Eq. 4 as dense einsums over ``[B, L]``."""
+    L = m.cfg["max_seq_len"]
+    seqs = [m.embedding.sequence(n, b[n]) for n in m.plan.seq_fields]
+    seq = torch.cat([s.emb[:, :L] for s in seqs], dim=-1).detach()
+    mask = seqs[0].mask[:, :L]
+    cents = m.item_memory.centroids
+    theta = cents[(seq @ cents.t()).argmax(-1)]
+    w = masked_softmax(torch.einsum("bld,bd->bl", theta, target), mask)
+    return torch.einsum("bl,bld->bd", w, theta)
+
+
+def test_ucse_on_the_real_behaviours_equals_the_dense_form_over_every_position(world):
+    """The packed, deduplicated, trimmed UCSE gives the dense form's vector, logits and gradient
+    (float tolerance) on a batch with padding; extra padding columns and ID-less overrides give
+    the same."""
+    fm, train, _ = world
+    m = _model(fm, spread=True).eval()  # max_seq_len 100: the dense form runs over all 12 slots
+    b = _batch(train, 256)
+    real = b["hist_items"] > 0
+    assert bool(real.any()) and bool((~real).any()) and bool((~real.any(1)).any())  # padding, empty rows
+    with torch.no_grad():
+        out = m(b)
+        ref = _dense_ucse(m, b, m.target_vector(b))
+        assert torch.allclose(out["enhancements"]["ucse"], ref, rtol=1e-5, atol=1e-6)
+        feats = {**out["enhancements"], "ucse": ref}
+        logits = m.decide(m.represent(b), torch.cat(list(feats.values()), dim=1))
+    for task, v in logits.items():
+        assert torch.allclose(out["logits"][task], v, rtol=1e-5, atol=1e-6), task
+    # the gradient reaching the target item's vector
+    target = m.target_vector(b).detach().requires_grad_(True)
+    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
+    (g_packed,) = torch.autograd.grad((m.ucse_vector(m.consumption(b), target) * probe).sum(), target)
+    (g_dense,) = torch.autograd.grad((_dense_ucse(m, b, target) * probe).sum(), target)
+    assert g_packed.abs().sum() > 0 and torch.allclose(g_packed, g_dense, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        # 30 more padding columns: cut before anything is looked up
+        wide = {**b, "hist_items": torch.cat([b["hist_items"], torch.zeros(256, 30, dtype=torch.long)], dim=1)}
+        assert torch.equal(m(wide)["enhancements"]["ucse"], out["enhancements"]["ucse"])
+        # the sequence given embedded (no IDs): no deduplication, the same vector
+        given = m(b, {"hist_items": m.embedding.sequence("hist_items", b["hist_items"])})
+        assert torch.allclose(given["enhancements"]["ucse"], out["enhancements"]["ucse"], rtol=1e-5, atol=1e-6)
+        assert len(given["consumption"].unique) == int(real.sum()) > len(out["consumption"].unique)
+
+
+def test_distinct_behaviours_by_packed_key_or_by_rows():
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(0, 5, (300,), generator=g), torch.randint(0, 3, (300,), generator=g)]
+    tuples = torch.stack(ids, dim=1)
+    for vocab in ([5, 3], [2 ** 40, 2 ** 40]):  # one int64 key / unique over rows (the key would overflow)
+        first, inverse = _distinct(ids, vocab)
+        assert torch.equal(tuples[first][inverse], tuples)  # each position's tuple
+        assert len(first) == len({tuple(t) for t in tuples.tolist()})
+        for k, f in enumerate(first.tolist()):  # the first occurrence
+            assert int(inverse[f]) == k and not bool((inverse[:f] == k).any())
 
 
 # ------------------------------------------------------------------------------------- on_batch_end
@@ -203,7 +270,7 @@ def test_on_batch_end_updates_memories_only_from_sampled_rows(world):
     assert 0.15 < float(rec["tail_sampled"].float().mean()) < 0.45
 
     # item memory: every real behaviour of the sampled rows, nothing else
-    used = rec["item_sampled"].unsqueeze(1) & out["consumption_mask"]
+    used = rec["item_sampled"].unsqueeze(1) & out["consumption"].mask
     assert torch.equal(rec["item_memory"] >= 0, used)
     assert int((after["item_memory.hits"] - before["item_memory.hits"]).sum()) == int(used.sum()) > 0
     assert 0.03 < float(rec["item_sampled"].float().mean()) < 0.25  # about 10%
@@ -316,24 +383,33 @@ def test_state_dict_round_trip(world):
     assert torch.equal(m(b)["logits"]["label"], other(b)["logits"]["label"])
 
 
-def _fit(fm, cols, run_dir, epochs, resume=False):
-    model = _model(fm)
+def _fit(fm, cols, run_dir, epochs, resume=False, cfg=None):
+    model = _model(fm, cfg)
     reader = BatchReader(cols, batch_size=512, shuffle=True, seed=0, rank=0, world_size=1)
     cfg = TrainConfig(epochs=epochs, lr=3e-3, progress=False, device="cpu", patience=5)
     Trainer(cfg, run_dir).fit(model, reader, lambda mdl: {"auc": 0.5}, resume=resume)
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
-def test_training_updates_state_and_resume_is_exact(world, tmp_path):
+@pytest.mark.parametrize("memory", [{}, {"init": "data", "reseed_after": 2}], ids=["paper", "data_reseed"])
+def test_training_updates_state_and_resume_is_exact(world, tmp_path, memory):
     fm, train, _ = world
+    cfg = {"memory": {**SMALL["memory"], **memory}}
     cols = {k: v[:3000] for k, v in train.items()}
-    straight = _fit(fm, cols, tmp_path / "a", epochs=2)
-    fresh = _model(fm).state_dict()
+    straight = _fit(fm, cols, tmp_path / "a", epochs=2, cfg=cfg)
+    fresh = _model(fm, cfg).state_dict()
     for k in ("user_memory.centroids", "item_memory.centroids", "tail_memory.centroids"):
         assert not torch.equal(straight[k], fresh[k]), k
     assert int(straight["item_exposures"].sum()) == 2 * 3000
-    _fit(fm, cols, tmp_path / "b", epochs=1)
-    resumed = _fit(fm, cols, tmp_path / "b", epochs=2, resume=True)
+    mems = ("user_memory", "item_memory", "tail_memory")
+    extra = {f"{mem}.{b}" for mem in mems for b in ("filled", "idle", "reseeds")}
+    if memory:
+        assert extra <= set(straight) and all(int(straight[f"{mem}.filled"]) == 16 for mem in mems)
+        assert sum(int(straight[f"{mem}.reseeds"]) for mem in mems) > 0
+    else:
+        assert not extra & set(straight)  # the paper's memories carry no extra state
+    _fit(fm, cols, tmp_path / "b", epochs=1, cfg=cfg)
+    resumed = _fit(fm, cols, tmp_path / "b", epochs=2, resume=True, cfg=cfg)
     for k, v in straight.items():
         assert torch.equal(resumed[k], v), k
 

@@ -31,7 +31,12 @@ StreamClusterMemory`) that are state, not parameters, and are updated in ``on_ba
   from a sample of the rows (``sampling.item_rate``, ~10%). Every behaviour is replaced by its
   most similar centroid theta_j, and Eq. 4 attends over them with the target item's vector
   (the same fields' embeddings of the row's item), :func:`thawrec.nn.attention.masked_softmax`
-  over ``theta_j . v_target`` (unscaled, as printed; padding masked).
+  over ``theta_j . v_target`` (unscaled, as printed; padding masked). Computed on the real
+  behaviours only (:class:`Consumption`: packed positions, each distinct behaviour looked up and
+  searched once, the grid cut after the batch's longest history): a 100-slot sequence holds ~7
+  real behaviours on the ``uie`` world, and the dense search over every slot (padding included)
+  made PLE+UIE train at about 0.25-0.28x PLE's samples/s (``benchmarks/bench_uie.py``, one
+  thread), about 0.7x with it; the result is the dense form's up to float rounding.
 - **TIE** (Sec. 3.5): the item-side analogues of UPE and UCBE ("similar approaches ... to UPE
   and UCBE", Sec. 4.4): a tail memory of ``item_vec`` centroids read by Eq. 2 with a per-item
   personal vector and its own generalization layer; and a per-item personalized enhancement
@@ -67,6 +72,16 @@ clusters and about ``rate`` of the rows take part; with ``balance`` off every ro
 The tail memory samples ``sampling.tail_rate`` of the rows uniformly (exposure-weighted: head
 items shape the centroids tail items read).
 
+Centroid start (``memory.init``, ``memory.reseed_after``; :mod:`thawrec.nn.memory`): the paper
+starts every memory from random centroids ("randomly initialized", Sec. 3.2 and 3.4), the
+default ``init: random``, ``reseed_after: None``. With inner-product assignment many random
+centroids never win a vector (4-5 of 16 were live on a test world), so two documented departures
+are offered, both off by default because the paper states its start and has no re-seeding:
+``init: data`` fills each memory from the first sampled vectors of its first update(s)
+(k-means++-spread; the memories draw with seeds 0 / 1 / 2 and their fill count, so every rank
+and a resumed run draw the same), and ``reseed_after: T`` moves a centroid that won nothing in
+``T`` updates onto a recent sampled vector far from the other centroids.
+
 State: every memory, enhancement vector and the exposure counter is a buffer (``state_dict``,
 checkpoints, exact resume). Under ``torch.distributed`` the memories all-reduce their update
 (the memory block does it) and the per-user / per-item enhancement updates and exposure counts
@@ -77,12 +92,12 @@ their enhancement vectors stay zero, the "no personalisation yet" a cold user sh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -91,7 +106,7 @@ from thawrec.errors import ConfigError
 from thawrec.models.rankers.ple import PLERanker
 from thawrec.nn.attention import masked_softmax
 from thawrec.nn.embedding import EmbeddedSequence
-from thawrec.nn.memory import StreamClusterMemory, active_type_rates
+from thawrec.nn.memory import INITS, StreamClusterMemory, active_type_rates, gather_rows
 from thawrec.nn.mlp import MLP
 from thawrec.registry import register
 
@@ -143,18 +158,50 @@ class _Plan:
 def _gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Every rank's rows of ``x`` concatenated (rank order) under ``torch.distributed``; ``x``
     itself otherwise. A collective: every rank calls it, with any number of rows (even none)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return x
-    world = dist.get_world_size()
-    n = torch.tensor([len(x)], dtype=torch.long, device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    most = int(max(int(s) for s in sizes))
-    padded = x.new_zeros((most, *x.shape[1:]))
-    padded[:len(x)] = x
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:int(s)] for p, s in zip(parts, sizes)])
+    return gather_rows(x)[0]
+
+
+@dataclass
+class Consumption:
+    """UCSE's consumption sequence of one batch, packed: ``mask [B, W]`` (real behaviours; ``W``
+    = the batch's longest history, at most ``max_seq_len``), the real positions ``rows`` /
+    ``cols`` ``[n]`` in ``mask.nonzero()`` order, the distinct consumption vectors ``unique
+    [u, d]`` (detached) and ``inverse [n]``: position ``j`` holds ``unique[inverse[j]]``."""
+
+    mask: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    unique: torch.Tensor
+    inverse: torch.Tensor
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """``[n, d]``: the vector of every real behaviour (``grid[mask]`` of the padded form)."""
+        return self.unique.index_select(0, self.inverse)
+
+
+def _at(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``x[rows, cols]`` of a 2-D tensor, by ``index_select`` on the flat view (advanced indexing
+    is several times slower on CPU); differentiable."""
+    return x.reshape(-1).index_select(0, rows * x.shape[1] + cols)
+
+
+def _distinct(ids: list[torch.Tensor], vocab: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct tuples of aligned ID columns ``[n]``: ``(first, inverse)``, ``first [u]`` the
+    first position of each distinct tuple, ``inverse [n]`` each position's tuple. The tuple is
+    packed into one int64 key when the vocabularies' product allows it (a 1-D unique), else
+    ``unique(dim=0)`` over the stacked columns."""
+    n = len(ids[0])
+    if math.prod(vocab) < 2 ** 62:
+        key = ids[0]
+        for x, v in zip(ids[1:], vocab[1:]):
+            key = key * v + x
+        _, inverse = torch.unique(key, return_inverse=True)
+    else:
+        _, inverse = torch.unique(torch.stack(ids, dim=1), dim=0, return_inverse=True)
+    pos = torch.arange(n, device=inverse.device)
+    first = torch.full((int(inverse.max()) + 1 if n else 0,), n, dtype=torch.long, device=inverse.device)
+    return first.scatter_reduce_(0, inverse, pos, "amin"), inverse
 
 
 @register("ranker", "uie")
@@ -162,9 +209,9 @@ class UIERanker(PLERanker):
     """PLE with UIE's enhancement vectors (see the module docstring).
 
     ``forward`` returns ``logits`` and, for the loss and ``on_batch_end``, ``user_vec`` /
-    ``item_vec`` (aux towers, with gradient), ``consumption`` / ``consumption_mask`` (UCSE's
-    per-behaviour vectors, detached) and ``enhancements`` (name -> the ``[B, w]`` PLE input of
-    each enabled component, in the order they are concatenated). ``on_batch_end`` applies Eq. 1
+    ``item_vec`` (aux towers, with gradient), ``consumption`` (UCSE's consumption vectors,
+    detached, packed: :class:`Consumption`) and ``enhancements`` (name -> the ``[B, w]`` PLE
+    input of each enabled component, in the order they are concatenated). ``on_batch_end`` applies Eq. 1
     and Eq. 3 and keeps what it did in :attr:`last_update`.
     """
 
@@ -183,7 +230,8 @@ class UIERanker(PLERanker):
         "tail_threshold": None,  # TIE only for items with fewer cumulative exposures; None = every item
         "aux": {"user_fields": None, "item_fields": None, "hidden": [64], "dim": 36, "weight": 1.0},
         "memory": {"n_user": 256, "n_item": 256, "n_tail": 256, "k1": 3, "k2": 3, "rho": 0.01, "eta": 0.05,
-                   "personal_dim": 4, "generalization": [36], "init_std": None},
+                   "personal_dim": 4, "generalization": [36], "init_std": None, "init": "random",
+                   "reseed_after": None},
         "sampling": {"active_type": "avc", "user_rate": 0.3, "item_rate": 0.1, "tail_rate": 0.3,
                      "balance": True},
     }
@@ -209,19 +257,19 @@ class UIERanker(PLERanker):
                                         c["aux"]["hidden"], d_aux, act)
         else:
             self.aux_loss_terms = ()  # type: ignore[misc]  # no aux towers, no aux term
+        start = {"init_std": m["init_std"], "init": m["init"], "reseed_after": m["reseed_after"]}
         if p.on["upe"] or p.on["ucbe"]:
-            self.user_memory = StreamClusterMemory(m["n_user"], d_aux, rate=m["rho"], init_std=m["init_std"])
+            self.user_memory = StreamClusterMemory(m["n_user"], d_aux, rate=m["rho"], seed=0, **start)
         if p.on["upe"]:
             self.personal = self._id_table(feature_map["user_id"].vocab_size, pd, sparse)
             self.upe_layer = MLP(d_aux + pd, list(m["generalization"]), act=act)
         if p.on["ucbe"]:
             self.register_buffer("ucbe_vectors", torch.zeros(feature_map["user_id"].vocab_size, d_aux))
         if p.on["ucse"]:
-            self.item_memory = StreamClusterMemory(m["n_item"], p.widths["ucse"], rate=m["rho"],
-                                                   init_std=m["init_std"])
+            self.item_memory = StreamClusterMemory(m["n_item"], p.widths["ucse"], rate=m["rho"], seed=1, **start)
         if p.on["tie"]:
             n_items = feature_map["item_id"].vocab_size
-            self.tail_memory = StreamClusterMemory(m["n_tail"], d_aux, rate=m["rho"], init_std=m["init_std"])
+            self.tail_memory = StreamClusterMemory(m["n_tail"], d_aux, rate=m["rho"], seed=2, **start)
             self.item_personal = self._id_table(n_items, pd, sparse)
             self.tie_layer = MLP(d_aux + pd, list(m["generalization"]), act=act)
             self.register_buffer("tie_vectors", torch.zeros(n_items, d_aux))
@@ -267,6 +315,13 @@ class UIERanker(PLERanker):
         if m["k2"] * m["eta"] >= 1.0:
             raise ConfigError(f"{name}: Eq. 3 needs k2 * eta < 1 (one step must not overshoot the centroids), got "
                               f"{m['k2']} * {m['eta']}. Fix: a smaller eta")
+        if m["init"] not in INITS:
+            raise ConfigError(f"{name}: memory.init must be one of {list(INITS)} ('random': the paper; 'data': "
+                              f"filled from the first sampled vectors), got {m['init']!r}")
+        r = m["reseed_after"]
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+            raise ConfigError(f"{name}: memory.reseed_after must be None (the paper: never) or an integer >= 1 "
+                              f"(updates without a win before a centroid is re-seeded), got {r!r}")
         if not m["generalization"]:
             raise ConfigError(f"{name}: memory.generalization must list at least one layer width, e.g. [36]")
         if not isinstance(a["dim"], int) or a["dim"] < 1 or not isinstance(a["weight"], Real) or a["weight"] < 0:
@@ -358,15 +413,64 @@ class UIERanker(PLERanker):
 
         return self.aux(inputs(self.plan.user_fields), inputs(self.plan.item_fields))
 
+    def consumption(self, batch: dict[str, torch.Tensor],
+                    overrides: dict[str, torch.Tensor | EmbeddedSequence] | None = None) -> Consumption:
+        """UCSE's consumption vectors, packed (:class:`Consumption`): the real behaviours among
+        the first ``max_seq_len`` positions, each the main model's embeddings of its aligned
+        fields concatenated, detached (looked up under ``no_grad``).
+
+        Cost: only real positions are looked up, and each distinct behaviour once (its vector is
+        a function of its IDs: ``unique`` / ``inverse``); the mask is cut after the batch's
+        longest history. Fields given as :class:`EmbeddedSequence` overrides have no IDs: their
+        real positions are used as they are, without deduplication."""
+        L = self.cfg["max_seq_len"]
+        given = overrides or {}
+        fields = self.plan.seq_fields
+        head = given.get(fields[0])
+        mask = head.mask[:, :L] if isinstance(head, EmbeddedSequence) else batch[fields[0]][:, :L] > 0
+        real = mask.any(0)
+        mask = mask[:, :int(real.nonzero().max()) + 1 if bool(real.any()) else 1]
+        rows, cols = mask.nonzero(as_tuple=True)
+        with torch.no_grad():
+            if any(isinstance(given.get(n), EmbeddedSequence) for n in fields):
+                parts = []
+                for n in fields:
+                    o = given.get(n)
+                    parts.append(o.emb[rows, cols] if isinstance(o, EmbeddedSequence)
+                                 else self.embedding(n, _at(batch[n], rows, cols)))
+                vec = torch.cat(parts, dim=-1)
+                inverse = torch.arange(len(rows), device=vec.device)
+            else:
+                ids = [_at(batch[n], rows, cols) for n in fields]
+                first, inverse = _distinct(ids, [self.feature_map[n].vocab_size for n in fields])
+                vec = torch.cat([self.embedding(n, x.index_select(0, first)) for n, x in zip(fields, ids)], dim=-1)
+        return Consumption(mask, rows, cols, vec.detach(), inverse)
+
     def consumption_vectors(self, batch: dict[str, torch.Tensor],
                             overrides: dict[str, torch.Tensor | EmbeddedSequence] | None = None,
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """UCSE's consumption vectors ``[B, L, d_item]`` (the main model's embeddings of each
-        behaviour, aligned fields concatenated, detached; L <= ``max_seq_len``) and mask ``[B, L]``."""
-        L = self.cfg["max_seq_len"]
-        seqs = [self.embedding.sequence(n, batch[n], overrides) for n in self.plan.seq_fields]
-        vec = torch.cat([s.emb[:, :L] for s in seqs], dim=-1).detach()
-        return vec, seqs[0].mask[:, :L]
+        """UCSE's consumption vectors as a padded grid ``[B, W, d_item]`` (zeros at padding) and
+        its mask ``[B, W]`` (``W``: the batch's longest history, at most ``max_seq_len``); the
+        model itself works on :meth:`consumption`."""
+        c = self.consumption(batch, overrides)
+        grid = c.unique.new_zeros((*c.mask.shape, c.unique.shape[1]))
+        grid[c.rows, c.cols] = c.vectors
+        return grid, c.mask
+
+    def ucse_vector(self, c: Consumption, target: torch.Tensor) -> torch.Tensor:
+        """Eq. 4 ``[B, d_item]``: each real behaviour replaced by its most similar centroid
+        theta_j (searched once per distinct behaviour), ``sum_j softmax_j(theta_j . v_target)
+        theta_j`` over the row's real behaviours, zeros for a row without history. Scores on the
+        packed positions, the softmax on the ``[B, W]`` grid (padding masked), the weighted sum
+        scattered back by row: the dense ``masked_softmax(einsum('bld,bd->bl', theta, target),
+        mask)`` form over all ``max_seq_len`` positions, up to float rounding."""
+        assert self.item_memory is not None
+        theta = self.item_memory.gather(self.item_memory.assign(c.unique).index_select(0, c.inverse))  # [n, d]
+        scores = (theta * target.index_select(0, c.rows)).sum(-1)  # theta_j . v_target: gradient to the target
+        grid = scores.new_zeros(c.mask.shape).index_put((c.rows, c.cols), scores)
+        w = _at(masked_softmax(grid, c.mask), c.rows, c.cols)
+        out = torch.zeros(c.mask.shape[0], theta.shape[1], dtype=theta.dtype, device=theta.device)
+        return out.index_add(0, c.rows, w.unsqueeze(1) * theta)
 
     def target_vector(self, batch: dict[str, torch.Tensor],
                       overrides: dict[str, torch.Tensor | EmbeddedSequence] | None = None) -> torch.Tensor:
@@ -400,15 +504,11 @@ class UIERanker(PLERanker):
             assert weighted is not None
             feats["upe"] = self.upe_layer(torch.cat([weighted, self.personal(batch["user_id"])], dim=1))
         if p.on["ucbe"]:
-            feats["ucbe"] = self.ucbe_vectors[batch["user_id"]]
+            feats["ucbe"] = self.ucbe_vectors.index_select(0, batch["user_id"])
         if p.on["ucse"]:
-            assert self.item_memory is not None
-            seq, mask = self.consumption_vectors(batch, overrides)
-            theta = self.item_memory.nearest(seq)  # [B, L, d]: each behaviour -> its most similar centroid
-            target = self.target_vector(batch, overrides)
-            w = masked_softmax(torch.einsum("bld,bd->bl", theta, target), mask)  # Eq. 4
-            feats["ucse"] = torch.einsum("bl,bld->bd", w, theta)
-            out["consumption"], out["consumption_mask"] = seq, mask
+            cons = self.consumption(batch, overrides)
+            feats["ucse"] = self.ucse_vector(cons, self.target_vector(batch, overrides))  # Eq. 4
+            out["consumption"] = cons
         if p.on["tie"]:
             assert self.tail_memory is not None and self.item_personal is not None and self.tie_layer is not None
             tail = self.is_tail(batch["item_id"]).to(i.dtype).unsqueeze(1)
@@ -416,7 +516,7 @@ class UIERanker(PLERanker):
             assert weighted is not None
             prof = self.tie_layer(torch.cat([weighted, self.item_personal(batch["item_id"])], dim=1))
             feats["tie_profile"] = prof * tail
-            feats["tie_behaviour"] = self.tie_vectors[batch["item_id"]] * tail
+            feats["tie_behaviour"] = self.tie_vectors.index_select(0, batch["item_id"]) * tail
         out["enhancements"] = feats
         return out
 
@@ -493,7 +593,8 @@ class UIERanker(PLERanker):
     def update_state(self, batch: dict[str, torch.Tensor], out: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Eq. 3 (UCBE, TIE) and Eq. 1 (every memory) for one training batch; returns what changed:
         ``*_sampled`` (bool ``[B]``), ``user_memory`` / ``tail_memory`` (centroid per row, -1 =
-        not sampled), ``item_memory`` (``[B, L]``), ``ucbe_users`` / ``tie_items`` (updated IDs)."""
+        not sampled), ``item_memory`` (``[B, W]``, on the consumption mask's grid), ``ucbe_users``
+        / ``tie_items`` (updated IDs)."""
         p = self.plan
         rec: dict[str, torch.Tensor] = {}
         pos = batch[p.label_task] > 0.5
@@ -507,10 +608,12 @@ class UIERanker(PLERanker):
             rec["user_memory"] = self.user_memory.update(u, rec["user_sampled"])
         if p.on["ucse"]:
             assert self.item_memory is not None
-            seq, mask = out["consumption"], out["consumption_mask"]
-            rec["item_sampled"] = rows = self.sample_rows(batch, "item_rate")
-            use = (rows.unsqueeze(1) & mask).reshape(-1)
-            rec["item_memory"] = self.item_memory.update(seq.reshape(-1, seq.shape[-1]), use).view(mask.shape)
+            cons: Consumption = out["consumption"]
+            rec["item_sampled"] = sampled = self.sample_rows(batch, "item_rate")
+            use = sampled[cons.rows]  # every real behaviour of the sampled rows
+            assigned = self.item_memory.update(cons.unique.index_select(0, cons.inverse[use]), 1.0)
+            rec["item_memory"] = torch.full(cons.mask.shape, -1, dtype=torch.long, device=assigned.device)
+            rec["item_memory"][cons.rows[use], cons.cols[use]] = assigned
         if p.on["tie"]:
             assert self.tail_memory is not None
             items = batch["item_id"]
