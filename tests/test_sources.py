@@ -41,7 +41,7 @@ def write_ml100k(root: Path, genre_file: bool = True) -> Path:
 
 
 def test_formats_listed() -> None:
-    assert set(FORMATS) == {"ml-100k", "ml-1m", "ml-20m", "recbole", "tabular", "taobao-ad"}
+    assert set(FORMATS) == {"amazon", "ml-100k", "ml-1m", "ml-20m", "recbole", "tabular", "taobao-ad"}
 
 
 @pytest.mark.parametrize("genre_file", [True, False])
