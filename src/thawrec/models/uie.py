@@ -106,7 +106,8 @@ from thawrec.errors import ConfigError
 from thawrec.models.rankers.ple import PLERanker
 from thawrec.nn.attention import masked_softmax
 from thawrec.nn.embedding import EmbeddedSequence
-from thawrec.nn.memory import INITS, StreamClusterMemory, active_type_rates, gather_rows
+from thawrec.nn.collectives import all_gather_rows
+from thawrec.nn.memory import INITS, StreamClusterMemory, active_type_rates
 from thawrec.nn.mlp import MLP
 from thawrec.registry import register
 
@@ -153,12 +154,6 @@ class _Plan:
     @property
     def aux(self) -> bool:
         return self.on["upe"] or self.on["ucbe"] or self.on["tie"]
-
-
-def _gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows of ``x`` concatenated (rank order) under ``torch.distributed``; ``x``
-    itself otherwise. A collective: every rank calls it, with any number of rows (even none)."""
-    return gather_rows(x)[0]
 
 
 @dataclass
@@ -579,7 +574,7 @@ class UIERanker(PLERanker):
             targets = memory.topk(query, k2, positive_wrt=ref).centroids.mean(dim=-2)  # [n, d]: mean_j mu_j
         else:
             targets = table.new_zeros((0, table.shape[1]))
-        ids, targets = _gather_rows(ids), _gather_rows(targets.to(table.dtype))
+        ids, targets = all_gather_rows(ids, targets.to(table.dtype))
         if not len(ids):
             return ids
         uniq, inverse = torch.unique(ids, return_inverse=True)
@@ -620,7 +615,7 @@ class UIERanker(PLERanker):
             rec["tie_items"] = self._eq3(self.tie_vectors, self.tail_memory, u[pos], i[pos], items[pos])
             rec["tail_sampled"] = self.sample_rows(batch, "tail_rate")
             rec["tail_memory"] = self.tail_memory.update(i, rec["tail_sampled"])
-            seen = _gather_rows(items)
+            (seen,) = all_gather_rows(items)
             self.item_exposures.index_add_(0, seen, torch.ones_like(seen))
         return rec
 

@@ -78,6 +78,7 @@ import torch.distributed as dist
 from torch import nn
 
 from thawrec.errors import ConfigError
+from thawrec.nn.collectives import gather_rows, is_distributed
 
 __all__ = ["MemoryRead", "StreamClusterMemory", "active_type_rates", "gather_rows", "INITS"]
 
@@ -118,28 +119,6 @@ def active_type_rates(active_type: torch.Tensor, rates: Sequence[float] | Mappin
             raise ConfigError(f"active types range over [{int(active_type.min())}, {int(active_type.max())}] "
                               f"but {len(table)} rates were given")
     return table.to(active_type.device)[active_type.long()]
-
-
-def _dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Every rank's rows of ``x`` concatenated in rank order, and where this rank's rows start,
-    under ``torch.distributed``; ``(x, 0)`` otherwise. A collective: every rank calls it, with
-    any number of rows (even none)."""
-    if not _dist():
-        return x, 0
-    world, rank = dist.get_world_size(), dist.get_rank()
-    n = torch.tensor([len(x)], dtype=torch.long, device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    counts = [int(s) for s in sizes]
-    padded = x.new_zeros((max(counts), *x.shape[1:]))
-    padded[:len(x)] = x
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)]), sum(counts[:rank])
 
 
 class StreamClusterMemory(nn.Module):
@@ -285,7 +264,7 @@ class StreamClusterMemory(nn.Module):
         # Per-centroid sums and counts in one [N, d + 1] tensor: one all-reduce under DDP.
         acc = torch.zeros(self.n_centroids, self.dim + 1, dtype=v.dtype, device=v.device)
         acc.index_add_(0, idx, torch.cat([picked, torch.ones(len(idx), 1, dtype=v.dtype, device=v.device)], 1))
-        if _dist():
+        if is_distributed():
             dist.all_reduce(acc, op=dist.ReduceOp.SUM)
         sums, counts = acc[:, :-1], acc[:, -1]
         hit = counts > 0

@@ -21,33 +21,12 @@ identical. ``push`` is then a collective call: every rank must make it.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from thawrec.errors import ConfigError
+from thawrec.nn.collectives import all_gather_rows
 
 __all__ = ["FifoQueue", "all_gather_rows"]
-
-
-def all_gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Concatenate each tensor's rows over every rank (rank order), allowing a different number
-    of rows per rank; without an initialised process group the tensors come back unchanged."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensors
-    world = dist.get_world_size()
-    n = torch.tensor([len(tensors[0])], device=tensors[0].device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    counts = [int(s) for s in sizes]
-    most = max(counts)
-    out = []
-    for t in tensors:
-        padded = t.new_zeros((most, *t.shape[1:]))
-        padded[: len(t)] = t
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded.contiguous())
-        out.append(torch.cat([p[:c] for p, c in zip(parts, counts)], dim=0))
-    return tuple(out)
 
 
 class FifoQueue(nn.Module):

@@ -93,7 +93,7 @@ from thawrec.data.schema import FeatureMap
 from thawrec.errors import ConfigError
 from thawrec.models.rankers.low_active import LOW_ACTIVE_DEFAULTS, check_low_active, low_active_rows
 from thawrec.models.rankers.ple import PLERanker
-from thawrec.models.uie import _gather_rows
+from thawrec.nn.collectives import all_gather_rows
 from thawrec.nn.embedding import EmbeddedSequence
 from thawrec.nn.mlp import MLP
 from thawrec.registry import register
@@ -260,5 +260,5 @@ class PLETLRanker(PLERanker):
         rows = out.get("tl_few_rows")
         if rows is None:
             return
-        seen = _gather_rows(batch[self.field][rows])
+        (seen,) = all_gather_rows(batch[self.field][rows])
         self.few_shot_counts.index_add_(0, seen, torch.ones_like(seen))
